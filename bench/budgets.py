@@ -1,0 +1,73 @@
+"""Named budgets: which frames, at what size, for how long.
+
+A budget is the whole cost model of a run, stated once so that results name it. `smoke` is for tests
+(seconds), `cpu` is the default (downscaled Bunny, minutes on 2 cores), `paper` follows the papers
+(full resolution, all frames, their epochs; needs a GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from bench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    description: str
+    frames: int | None  # number of frames to code; None = the whole sequence
+    size: tuple[int, int] | None  # (height, width) after resizing; None = source size
+    epochs: int  # training epochs for methods that train
+    lr: float  # peak learning rate of NeRV-family training (short budgets need a larger one)
+    batch_size: int
+    start: int = 0
+    step: int = 1
+    warmup: float = 0.2  # fraction of iterations of linear warm-up (NeRV: 20 %)
+    codec_preset: str = "medium"  # x264/x265 speed preset
+    checkpoint_every_s: float = 60.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+BUDGETS: dict[str, Budget] = {
+    "smoke": Budget(
+        name="smoke",
+        description="tests: 4 frames at 72x128, a few epochs; proves the pipeline, not quality",
+        frames=4,
+        size=(72, 128),
+        epochs=8,
+        lr=5e-3,
+        batch_size=2,
+        codec_preset="ultrafast",
+        checkpoint_every_s=5.0,
+    ),
+    "cpu": Budget(
+        name="cpu",
+        description="default: 16 frames at 180x320, minutes per job on 2 CPU cores",
+        frames=16,
+        size=(180, 320),
+        epochs=60,
+        lr=5e-3,
+        batch_size=2,
+    ),
+    "paper": Budget(
+        name="paper",
+        description="the papers' protocol: full resolution, all frames, 1500 epochs at NeRV's lr 5e-4 (GPU)",
+        frames=None,
+        size=None,
+        epochs=1500,
+        lr=5e-4,
+        batch_size=1,
+        codec_preset="medium",
+        checkpoint_every_s=600.0,
+    ),
+}
+
+
+def get_budget(name: str) -> Budget:
+    try:
+        return BUDGETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown budget '{name}': choose one of {', '.join(BUDGETS)}") from None

@@ -1,0 +1,1 @@
+"""Method adapters (one file per method) and the model code they share."""

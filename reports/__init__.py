@@ -1,0 +1,1 @@
+"""HTML reports: rate-distortion curves, BD-rates, FLIP-map galleries."""

