@@ -21,6 +21,7 @@ class Budget:
     epochs: int  # training epochs for methods that train
     lr: float  # peak learning rate of NeRV-family training (short budgets need a larger one)
     batch_size: int
+    train_seconds: float  # wall-clock training time per job under `--match time`
     start: int = 0
     step: int = 1
     warmup: float = 0.2  # fraction of iterations of linear warm-up (NeRV: 20 %)
@@ -40,6 +41,7 @@ BUDGETS: dict[str, Budget] = {
         epochs=8,
         lr=5e-3,
         batch_size=2,
+        train_seconds=4.0,
         codec_preset="ultrafast",
         checkpoint_every_s=5.0,
     ),
@@ -51,6 +53,7 @@ BUDGETS: dict[str, Budget] = {
         epochs=60,
         lr=5e-3,
         batch_size=2,
+        train_seconds=60.0,
     ),
     "paper": Budget(
         name="paper",
@@ -60,6 +63,7 @@ BUDGETS: dict[str, Budget] = {
         epochs=1500,
         lr=5e-4,
         batch_size=1,
+        train_seconds=3 * 3600.0,
         codec_preset="medium",
         checkpoint_every_s=600.0,
     ),

@@ -7,6 +7,7 @@ A method is one class in one file of `methods/`. The harness calls, in order:
 2. ``fit(frames, config, ctx) -> state``: train or search; progress, checkpoints and device come from ``ctx``.
 3. ``encode(state) -> bytes``: a stream in the container of `bench.bitstream`; its sections give the breakdown.
 4. ``decode(data, info, ctx) -> frames``: on a fresh object, from the bytes alone; uint8 RGB (T, H, W, 3).
+   Every stream's JSON header holds ``width``, ``height`` and ``frames``, so `bench decode` needs no record.
 
 A method never computes a metric or a bpp, never prints, and never knows the grid it runs in.
 """
@@ -128,6 +129,10 @@ class Method(ABC):
     @abstractmethod
     def decode(self, data: bytes, info: SeqInfo, ctx: Context) -> np.ndarray:
         """Rebuild uint8 RGB frames (T, H, W, 3) from the bytes alone."""
+
+    def stats(self, state: Any) -> dict[str, Any]:
+        """Facts about a fitted state for the record (parameters, non-zeros, epochs, ...); optional."""
+        return {}
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

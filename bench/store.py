@@ -1,0 +1,121 @@
+"""Result records: one immutable JSON record per finished job, in its own directory.
+
+Layout of a results directory::
+
+    results/jobs/<key>/record.json    identity, rate, metrics (mean and per frame), timings, provenance
+    results/jobs/<key>/stream.nvbs    the bitstream the record's rate was measured from
+    results/jobs/<key>/gallery/       source, decode and FLIP map of one frame, for the report
+    results/failed/<key>.json         the latest failed or skipped attempt of a job, with its reason
+
+A job directory is built under a temporary name and renamed into place in one step, so a killed run never
+leaves a half-written result, and two runs finishing the same key keep exactly one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+RECORD = "record.json"
+STREAM = "stream.nvbs"
+GALLERY = "gallery"
+
+
+def jobs_dir(results: Path) -> Path:
+    return results / "jobs"
+
+
+def failed_dir(results: Path) -> Path:
+    return results / "failed"
+
+
+def is_finished(results: Path, key: str) -> bool:
+    return (jobs_dir(results) / key / RECORD).is_file()
+
+
+def write_result(results: Path, key: str, record: dict[str, Any], stream: bytes,
+                 extra: Callable[[Path], None] | None = None) -> Path:
+    """Atomically publish a finished job: record, stream and whatever `extra` writes into the directory."""
+    final = jobs_dir(results) / key
+    jobs_dir(results).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=jobs_dir(results)))
+    try:
+        (staging / STREAM).write_bytes(stream)
+        if extra is not None:
+            extra(staging)
+        _write_json(staging / RECORD, record)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not is_finished(results, key):  # not a lost race: a real failure
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # another run published the same key first
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    (failed_dir(results) / f"{key}.json").unlink(missing_ok=True)
+    return final
+
+
+def write_failure(results: Path, key: str, record: dict[str, Any]) -> None:
+    """Keep the latest failed/skipped attempt of a job (replaced atomically)."""
+    failed_dir(results).mkdir(parents=True, exist_ok=True)
+    target = failed_dir(results) / f"{key}.json"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=failed_dir(results))
+    os.close(fd)
+    _write_json(Path(tmp), record)
+    os.replace(tmp, target)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=1, sort_keys=True, allow_nan=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def iter_records(results: Path, include_failed: bool = False) -> Iterator[dict[str, Any]]:
+    """Every finished record (and, on request, every failed/skipped attempt) of a results directory."""
+    for record_path in sorted(jobs_dir(results).glob(f"*/{RECORD}")):
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        record["_dir"] = str(record_path.parent)
+        yield record
+    if include_failed:
+        for path in sorted(failed_dir(results).glob("*.json")):
+            yield json.loads(path.read_text(encoding="utf-8"))
+
+
+def records_table(results: Path, include_failed: bool = False):  # -> pandas.DataFrame
+    """One row per record with flattened identity, rate and mean metrics (a long table for analysis)."""
+    import pandas as pd
+
+    rows = []
+    for rec in iter_records(results, include_failed=include_failed):
+        row = {
+            "key": rec.get("key"),
+            "status": rec.get("status"),
+            "reason": rec.get("reason"),
+            "method": rec.get("method"),
+            "method_version": rec.get("method_version"),
+            "sequence": rec.get("sequence", {}).get("name"),
+            "budget": rec.get("budget", {}).get("name"),
+            "match": rec.get("match"),
+            "seed": rec.get("seed"),
+            "target_bpp": rec.get("target_bpp"),
+            "bpp": rec.get("bpp"),
+            "bytes": rec.get("bytes"),
+        }
+        for name, value in rec.get("metrics", {}).get("mean", {}).items():
+            row[name] = value
+        for name, value in rec.get("stats", {}).items():
+            if isinstance(value, (int, float, str)):
+                row[name] = value
+        for name, value in rec.get("timings", {}).items():
+            row[name] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
