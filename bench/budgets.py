@@ -22,6 +22,7 @@ class Budget:
     lr: float  # peak learning rate of NeRV-family training (short budgets need a larger one)
     batch_size: int
     train_seconds: float  # wall-clock training time per job under `--match time`
+    bpp_ladder: tuple[float, ...]  # default targets: every method meets the others at these rates
     start: int = 0
     step: int = 1
     warmup: float = 0.2  # fraction of iterations of linear warm-up (NeRV: 20 %)
@@ -42,6 +43,7 @@ BUDGETS: dict[str, Budget] = {
         lr=5e-3,
         batch_size=2,
         train_seconds=4.0,
+        bpp_ladder=(0.5,),
         codec_preset="ultrafast",
         checkpoint_every_s=5.0,
     ),
@@ -54,6 +56,7 @@ BUDGETS: dict[str, Budget] = {
         lr=5e-3,
         batch_size=2,
         train_seconds=60.0,
+        bpp_ladder=(0.1, 0.2, 0.4),
     ),
     "paper": Budget(
         name="paper",
@@ -64,6 +67,7 @@ BUDGETS: dict[str, Budget] = {
         lr=5e-4,
         batch_size=1,
         train_seconds=3 * 3600.0,
+        bpp_ladder=(0.03, 0.06, 0.12),
         codec_preset="medium",
         checkpoint_every_s=600.0,
     ),

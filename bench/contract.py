@@ -98,7 +98,7 @@ class Method(ABC):
     version: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type]
-    rate_ladder: ClassVar[tuple[float, ...]] = (0.05, 0.1, 0.2)
+    rate_ladder: ClassVar[tuple[float, ...]] = (0.05, 0.1, 0.2)  # rates it is built for (shown by `bench ls`)
     trains: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
 

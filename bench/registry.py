@@ -2,7 +2,9 @@
 
 Modules holding shared model code (the NeRV generator, coding, ...) define none and are skipped. A module
 that fails to import (a missing dependency) is listed as unavailable with the reason, so one broken
-method never takes the CLI down with it.
+method never takes the CLI down with it. Modules named in the environment variable `BENCH_PLUGINS`
+(comma-separated, importable) are discovered too, after the built-ins, so a plugin may shadow a built-in
+method of the same name (for example a deliberately degraded copy that proves `bench check` bites).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 import pkgutil
 from dataclasses import dataclass
 from functools import cache
@@ -35,12 +38,13 @@ class MethodEntry:
 def discover() -> dict[str, MethodEntry]:
     """All method adapters by name, in a stable order."""
     entries: dict[str, MethodEntry] = {}
-    for info in sorted(pkgutil.iter_modules(methods_package.__path__), key=lambda m: m.name):
-        module_name = f"methods.{info.name}"
+    builtin = [f"methods.{m.name}" for m in sorted(pkgutil.iter_modules(methods_package.__path__), key=lambda m: m.name)]
+    plugins = [m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(",") if m.strip()]
+    for module_name in builtin + plugins:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            name = info.name.replace("_", "-")
+            name = module_name.rsplit(".", 1)[-1].replace("_", "-")
             entries[name] = MethodEntry(name, module_name, None, f"import failed: {exc}")
             continue
         for _, obj in inspect.getmembers(module, inspect.isclass):

@@ -26,6 +26,7 @@ from bench import bitstream, registry, store
 from bench.budgets import Budget, get_budget
 from bench.contract import Clip, Context, FitFailed, ProgressBar, SeqInfo
 from bench.errors import BenchError, ConfigError, MethodError
+from bench.runconfig import RunOptions, resolve_options
 
 GALLERY_NAMES = ("source.png", "decode.png", "flip.png")
 FLIP_MAX_FRAMES = 64  # FLIP costs ~1.3 s per 1080p frame: long clips are scored on an even subset
@@ -256,14 +257,13 @@ def plan_grid(methods: Iterable[str], seqs: Iterable[str], bpps: list[float] | N
     """Expand the grid; every sequence is opened (and checksummed) once, before any job runs."""
     from bench.data import load_sequence
 
-    get_budget(budget)
+    ladder = bpps or list(get_budget(budget).bpp_ladder)
     if match not in ("epochs", "time"):
         raise ConfigError(f"unknown --match '{match}': use 'epochs' or 'time'")
     jobs = []
     for seq in seqs:
         checksum = load_sequence(seq, size=size).checksum
         for method in methods:
-            ladder = bpps if bpps else list(registry.get(method).rate_ladder)
             for bpp in ladder:
                 for seed in seeds:
                     spec = JobSpec(method=method, seq=seq, target_bpp=bpp, budget=budget, seed=seed, device=device,
@@ -273,31 +273,52 @@ def plan_grid(methods: Iterable[str], seqs: Iterable[str], bpps: list[float] | N
     return jobs
 
 
-def run_jobs(jobs: list[PlannedJob], force: bool = False, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run every unfinished job in-process, in order; return one summary per job of the grid."""
+def run_jobs(jobs: list[PlannedJob], options: RunOptions | None = None,
+             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run every unfinished job of the grid on the chosen executor; one summary per job, in grid order."""
     from tqdm import tqdm
 
-    summaries = []
+    from bench import executors
+
+    options = options or RunOptions()
+    for results in {Path(job.spec.results) for job in jobs}:
+        store.sweep_staging(results)
+    done: dict[str, dict[str, Any]] = {}
     todo = []
     for job in jobs:
         results = Path(job.spec.results)
-        if not force and store.is_finished(results, job.key):
+        if not options.force and store.is_finished(results, job.key):
             record = json.loads((store.jobs_dir(results) / job.key / store.RECORD).read_text())
-            summaries.append({**_summary(record), "status": "cached"})
-        else:
+            done[job.key] = {**_summary(record), "status": "cached"}
+        elif job.key not in {j.key for j in todo}:
             todo.append(job)
-    if len(todo) < len(jobs):
-        log(f"{len(jobs) - len(todo)} of {len(jobs)} jobs already finished; skipping them (--force redoes them)")
+    if done:
+        log(f"{len(done)} of {len(jobs)} jobs already finished: skipping them (--force redoes them)")
+    if options.executor in ("slurm", "submitit-local"):
+        folder = Path(options.results) / "submitit"
+        cluster = "slurm" if options.executor == "slurm" else "local"
+        stream = executors.run_submitit(todo, execute_job, cluster, folder, options.slurm, _lost_job)
+    elif options.jobs > 1:
+        stream = executors.run_processes(todo, execute_job, options.jobs)
+    else:
+        stream = executors.run_inline(todo, execute_job)
     bar = tqdm(total=len(todo), desc="jobs", position=0, dynamic_ncols=True, disable=not sys.stderr.isatty())
-    for job in todo:
-        bar.set_description(job.spec.describe())
-        summary = execute_job(job.spec, job.key, job.identity)
+    for summary in stream:
         if summary["status"] != "ok":
-            log(f"{summary['status']}: {job.spec.describe()}: {summary['reason']}")
-        summaries.append(summary)
+            log(f"{summary['status']}: {summary['method']} at {summary['target_bpp']:g} bpp: {summary['reason']}")
+        done[summary["key"]] = summary
         bar.update(1)
     bar.close()
-    return summaries
+    return [done[job.key] for job in jobs if job.key in done]
+
+
+def _lost_job(job: PlannedJob, reason: str) -> dict[str, Any]:
+    """A worker that died without reporting (killed, out of memory): record the loss like any failure."""
+    base = {"key": job.key, "method": job.spec.method, "method_version": job.identity["method_version"],
+            "seed": job.spec.seed, "device": job.spec.device, "target_bpp": job.spec.target_bpp,
+            "match": job.identity["match"], "budget": job.identity["budget"], "identity": job.identity,
+            "sequence": {"name": job.spec.seq}}
+    return _record_failure(Path(job.spec.results), job.key, base, "failed", reason, "worker")
 
 
 def format_summary(summaries: list[dict[str, Any]]) -> str:
@@ -336,20 +357,69 @@ def _floats(text: str | None) -> list[float] | None:
 def run_command(args: Any) -> int:
     from bench.data import parse_size
 
-    size = parse_size(args.size) if args.size else None
-    methods = registry.resolve(args.methods)
-    seqs = [s.strip() for s in args.seq.split(",") if s.strip()]
-    jobs = plan_grid(methods, seqs, _floats(args.bpp), args.budget, [args.seed], args.device, "epochs", size,
-                     args.results)
-    if args.device.startswith("cuda"):
+    cli = {name: getattr(args, name, None) for name in
+           ("methods", "seq", "bpp", "budget", "seed", "repeats", "match", "device", "size", "jobs", "executor",
+            "results", "force", "dry_run")}
+    cli["force"] = cli["force"] or None
+    cli["dry_run"] = cli["dry_run"] or None
+    options = resolve_options(cli, getattr(args, "config", None))
+    if options.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda asked, but torch sees no CUDA device here; use --device cpu")
-    summaries = run_jobs(jobs, force=args.force)
+    size = parse_size(options.size) if options.size else None
+    methods = registry.resolve(options.methods)
+    jobs = plan_grid(methods, expand_sequences(options.seq), _floats(options.bpp), options.budget, options.seeds(),
+                     options.device, options.match, size, options.results)
+    if options.dry_run:
+        for job in jobs:
+            finished = store.is_finished(Path(options.results), job.key)
+            print(f"{job.key}  {job.spec.describe()}  [{'finished' if finished else 'to run'}]")
+        print(f"{len(jobs)} jobs")
+        return 0
+    summaries = run_jobs(jobs, options)
     print(format_summary(summaries))
-    print(f"results in {Path(args.results).resolve()}")
+    print(f"results in {Path(options.results).resolve()}")
     return 1 if any(s["status"] == "failed" for s in summaries) else 0
+
+
+def expand_sequences(spec: str) -> list[str]:
+    """'uvg' stands for the 7 UVG sequences; otherwise a comma-separated list of names or paths."""
+    names = []
+    for item in (s.strip() for s in spec.split(",")):
+        if item.lower() == "uvg":
+            from bench.data.manifests import load_manifests
+
+            names += [name for name, entry in load_manifests().items() if entry.dataset == "uvg"]
+        elif item:
+            names.append(item)
+    return names
+
+
+def results_command(args: Any) -> int:
+    """Every record of a results directory as one long table (CSV, Parquet or JSON)."""
+    results = Path(args.results)
+    if not store.jobs_dir(results).is_dir() and not store.failed_dir(results).is_dir():
+        raise BenchError(f"no results in '{results}': run `bench run --results {results}` first")
+    table = store.records_table(results, include_failed=True)
+    out = Path(args.out) if args.out else None
+    if args.format == "csv":
+        text = table.to_csv(index=False)
+    elif args.format == "json":
+        text = table.to_json(orient="records", indent=1)
+    else:
+        if out is None:
+            raise BenchError("--format parquet needs --out FILE.parquet")
+        table.to_parquet(out, index=False)
+        print(f"wrote {len(table)} rows to {out}")
+        return 0
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        print(f"wrote {len(table)} rows to {out}")
+    return 0
 
 
 def decode_command(args: Any) -> int:

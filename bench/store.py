@@ -43,7 +43,7 @@ def write_result(results: Path, key: str, record: dict[str, Any], stream: bytes,
     """Atomically publish a finished job: record, stream and whatever `extra` writes into the directory."""
     final = jobs_dir(results) / key
     jobs_dir(results).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=jobs_dir(results)))
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=jobs_dir(results)))
     try:
         (staging / STREAM).write_bytes(stream)
         if extra is not None:
@@ -60,6 +60,23 @@ def write_result(results: Path, key: str, record: dict[str, Any], stream: bytes,
         raise
     (failed_dir(results) / f"{key}.json").unlink(missing_ok=True)
     return final
+
+
+def sweep_staging(results: Path) -> int:
+    """Remove staging directories left by runs that were killed (their process is gone)."""
+    removed = 0
+    for staging in jobs_dir(results).glob(".tmp-*"):
+        try:
+            pid = int(staging.name.split("-")[1])
+            os.kill(pid, 0)
+            continue  # its writer is still running
+        except (IndexError, ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(staging, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def write_failure(results: Path, key: str, record: dict[str, Any]) -> None:
@@ -82,6 +99,8 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 def iter_records(results: Path, include_failed: bool = False) -> Iterator[dict[str, Any]]:
     """Every finished record (and, on request, every failed/skipped attempt) of a results directory."""
     for record_path in sorted(jobs_dir(results).glob(f"*/{RECORD}")):
+        if record_path.parent.name.startswith("."):
+            continue  # a staging directory, not a published result
         record = json.loads(record_path.read_text(encoding="utf-8"))
         record["_dir"] = str(record_path.parent)
         yield record
