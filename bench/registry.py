@@ -48,7 +48,7 @@ def discover() -> dict[str, MethodEntry]:
             entries[name] = MethodEntry(name, module_name, None, f"import failed: {exc}")
             continue
         for _, obj in inspect.getmembers(module, inspect.isclass):
-            if issubclass(obj, Method) and obj.__module__ == module_name and "name" in vars(obj):
+            if issubclass(obj, Method) and obj.__module__ == module_name and getattr(obj, "name", None):
                 if not inspect.isabstract(obj):
                     entries[obj.name] = MethodEntry(obj.name, module_name, obj, obj.unavailable_reason())
     return entries

@@ -82,7 +82,8 @@ def test_two_concurrent_runs_lose_and_corrupt_nothing(tmp_path: Path) -> None:
     cmd = _bench("run", "--methods", "x264,x265", "--bpp", "0.4,0.8", *SMOKE, "--results", str(results))
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
     for proc in procs:
-        assert proc.wait(timeout=300) == 0
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out.decode()
     records = _records(results)
     assert len(records) == 4
     for record in records.values():
