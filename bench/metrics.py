@@ -1,0 +1,361 @@
+"""Every metric the suite reports, computed in one place on uint8 RGB frames.
+
+Inputs are uint8 RGB, either a clip (T, H, W, 3) or one frame (H, W, 3); reference and test must match in
+shape. Values are per frame; a clip's figure is the mean of its frames (as NeRV reports PSNR).
+
+- PSNR: RGB scaled to [0, 1], exact integer squared error. Identical frames give +inf; the per-frame
+  values stored in `Scores` and their mean count any frame above `PSNR_CAP_DB` (100 dB) as 100 dB, so a
+  lossless frame cannot turn a mean into inf. A distinct 8-bit frame only exceeds 100 dB when no more
+  than about 40 code values differ by one in a whole 1080p frame, so the cap changes no lossy result.
+- MS-SSIM: pytorch-msssim, data_range 1, channels_last, Gaussian sigma 1.5. Its five scales need the
+  shorter side > (win - 1) * 16: window 11 from 161 px, otherwise the largest odd window that fits,
+  down to 3 (33 px). Smaller frames have no MS-SSIM: `ms_ssim` raises, `score` records why.
+  The window used is always stated in the notes.
+- FLIP: LDR-FLIP of flip-evaluator at its default 67.02 ppd on float32 sRGB in [0, 1]. The mean is taken
+  in float64 over the error map. The library's own mean is a float32 running sum that drifts (black vs
+  white 64x64, every pixel 0.967388: it reports 0.967345; up to 2e-5 on 1080p frames), enough to change
+  the 4th decimal of published figures.
+- LPIPS (AlexNet, v0.1): see `bench.lpips_alex`; reported as unavailable, with the reason, when its
+  weight files are absent.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from bench.errors import MetricError
+from bench.lpips_alex import lpips_available
+
+__all__ = [
+    "METRICS_VERSION",
+    "METRIC_NAMES",
+    "Scores",
+    "flip",
+    "flip_map",
+    "lpips",
+    "lpips_available",
+    "mean_psnr",
+    "ms_ssim",
+    "ms_ssim_window",
+    "mse",
+    "psnr",
+    "score",
+]
+
+METRICS_VERSION = "1"
+METRIC_NAMES = ("psnr", "ms-ssim", "flip", "lpips")
+DEFAULT_METRICS = ("psnr", "ms-ssim", "flip")
+PSNR_CAP_DB = 100.0
+MS_SSIM_WIN = 11
+MS_SSIM_MIN_WIN = 3
+_MS_SSIM_DOWNSAMPLES = 4
+_CHUNK_PIXELS = 1 << 22  # frames per torch batch: about two 1080p frames
+
+
+def as_frames(x: np.ndarray, name: str = "frames") -> np.ndarray:
+    """`x` as a (T, H, W, 3) uint8 array; a single (H, W, 3) frame becomes T = 1."""
+    if not isinstance(x, np.ndarray):
+        raise MetricError(f"{name} must be a numpy array of uint8 RGB frames, got {type(x).__name__}")
+    if x.dtype != np.uint8:
+        raise MetricError(f"{name} must be uint8 RGB (0-255), got {x.dtype}; convert before scoring")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != 3 or 0 in x.shape:
+        raise MetricError(f"{name} must have shape (T, H, W, 3) or (H, W, 3) with RGB last, got {x.shape}")
+    return x
+
+
+def _describe(x: np.ndarray) -> str:
+    return f"{x.shape[0]} frame(s) of {x.shape[2]}x{x.shape[1]}"
+
+
+def check_pair(ref: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both inputs as (T, H, W, 3) uint8 of the same shape, or a MetricError naming both sizes."""
+    ref, test = as_frames(ref, "reference"), as_frames(test, "test")
+    if ref.shape != test.shape:
+        raise MetricError(
+            f"reference ({_describe(ref)}) and test ({_describe(test)}) differ; score inputs of equal size"
+        )
+    return ref, test
+
+
+def mse(ref: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Per-frame mean squared error on RGB in [0, 1] (exact: integer squared error, then one division)."""
+    ref, test = check_pair(ref, test)
+    count = ref.shape[1] * ref.shape[2] * 3
+    sse = np.empty(len(ref), dtype=np.float64)
+    for t in range(len(ref)):
+        diff = ref[t].astype(np.int32) - test[t].astype(np.int32)
+        sse[t] = float(np.einsum("ijk,ijk->", diff, diff, dtype=np.int64))
+    return sse / (count * 255.0**2)
+
+
+def psnr(ref: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR in dB on RGB in [0, 1]; +inf for identical frames."""
+    err = mse(ref, test)
+    with np.errstate(divide="ignore"):
+        return -10.0 * np.log10(err)
+
+
+def mean_psnr(values: np.ndarray) -> float:
+    """Mean of per-frame PSNRs, each capped at PSNR_CAP_DB so identical frames count as 100 dB."""
+    return float(np.mean(np.minimum(values, PSNR_CAP_DB)))
+
+
+def _torch_device(device: str):  # -> torch.device
+    import torch
+
+    try:
+        dev = torch.device(device)
+        torch.zeros(1, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        reason = str(exc).splitlines()[0].split(". ")[0][:120]
+        raise MetricError(f"device {device!r} is not usable here ({reason}); try cpu") from None
+    return dev
+
+
+def _batches(ref: np.ndarray, test: np.ndarray, device: str, low: float, high: float):
+    """Chunks of both clips as channels_last float32 tensors scaled from [0, 255] to [low, high]."""
+    import torch
+
+    dev = _torch_device(device)
+    step = max(1, _CHUNK_PIXELS // (ref.shape[1] * ref.shape[2]))
+    for start in range(0, len(ref), step):
+        pair = []
+        for clip in (ref, test):
+            x = torch.from_numpy(clip[start : start + step].copy()).to(dev)  # a copy: inputs may be read-only
+            x = x.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+            pair.append(x * ((high - low) / 255.0) + low)
+        yield pair[0], pair[1]
+
+
+def ms_ssim_window(height: int, width: int) -> int:
+    """The Gaussian window MS-SSIM uses at this size: 11, or the largest odd one its 4 downsamplings allow."""
+    shorter = min(height, width)
+    win = min(MS_SSIM_WIN, (shorter - 1) // 2**_MS_SSIM_DOWNSAMPLES + 1)
+    win -= 1 - win % 2
+    if win < MS_SSIM_MIN_WIN:
+        raise MetricError(
+            f"MS-SSIM needs the shorter side over {(MS_SSIM_MIN_WIN - 1) * 2**_MS_SSIM_DOWNSAMPLES} px "
+            f"(window {MS_SSIM_MIN_WIN}, 5 scales), got {width}x{height}; use larger frames or other metrics"
+        )
+    return win
+
+
+def ms_ssim(ref: np.ndarray, test: np.ndarray, device: str = "cpu") -> tuple[np.ndarray, int]:
+    """Per-frame MS-SSIM (data_range 1) and the window size used."""
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    ref, test = check_pair(ref, test)
+    win = ms_ssim_window(ref.shape[1], ref.shape[2])
+    values = []
+    with torch.inference_mode():
+        for x, y in _batches(ref, test, device, 0.0, 1.0):
+            values.append(_ms_ssim(x, y, data_range=1.0, size_average=False, win_size=win).double().cpu())
+    return torch.cat(values).numpy(), win
+
+
+def _flip_input(frame: np.ndarray) -> np.ndarray:
+    """A uint8 HxWx3 frame as the float32 HxWx3 sRGB [0, 1] array LDR-FLIP needs, checked before use.
+
+    The library reads whatever it is given without complaint (uint8 unscaled, CHW as HWC, values above 1),
+    so the guard is here.
+    """
+    image = np.ascontiguousarray(frame, dtype=np.float32) / np.float32(255.0)
+    if image.dtype != np.float32 or image.ndim != 3 or image.shape[2] != 3:
+        raise MetricError(f"FLIP input must be float32 HxWx3, got {image.dtype} {image.shape}")
+    if not (np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0):
+        raise MetricError("FLIP input must lie in [0, 1]")
+    return image
+
+
+def _flip_error(ref_frame: np.ndarray, test_frame: np.ndarray) -> np.ndarray:
+    """The LDR-FLIP error map (HxW float32 in [0, 1]) of one frame pair."""
+    import flip_evaluator
+
+    try:
+        error, _, _ = flip_evaluator.evaluate(
+            _flip_input(ref_frame), _flip_input(test_frame), "LDR", applyMagma=False, computeMeanError=False
+        )
+    except SystemExit as exc:  # the library exits on arguments it rejects
+        raise MetricError(f"FLIP rejected its inputs (exit {exc.code})") from None
+    return error[..., 0]
+
+
+def _flip_mean(error: np.ndarray) -> float:
+    return float(np.mean(error, dtype=np.float64))
+
+
+def flip(ref: np.ndarray, test: np.ndarray, frames: Sequence[int] | None = None) -> np.ndarray:
+    """Per-frame mean LDR-FLIP (0 = identical, lower is better), on `frames` (indices) or on every frame."""
+    ref, test = check_pair(ref, test)
+    indices = _frame_indices(frames, len(ref))
+    return np.array([_flip_mean(_flip_error(ref[t], test[t])) for t in indices], dtype=np.float64)
+
+
+def flip_map(ref_frame: np.ndarray, test_frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """The magma-coloured FLIP map of one frame (uint8 HxWx3) and its mean.
+
+    The colours are the FLIP tool's own: its error quantised to 256 levels through matplotlib's magma table.
+    """
+    from matplotlib import colormaps
+
+    ref, test = check_pair(ref_frame, test_frame)
+    if len(ref) != 1:
+        raise MetricError(f"flip_map takes one frame each, got {len(ref)}; pass ref[i], test[i]")
+    error = _flip_error(ref[0], test[0])
+    levels = np.round(np.clip(error, 0.0, 1.0) * 255.0).astype(np.uint8)
+    colours = colormaps["magma"](levels)[..., :3]
+    return np.round(colours * 255.0).astype(np.uint8), _flip_mean(error)
+
+
+def _frame_indices(frames: Sequence[int] | None, count: int) -> list[int]:
+    if frames is None:
+        return list(range(count))
+    indices = [int(i) for i in frames]
+    bad = [i for i in indices if not 0 <= i < count]
+    if bad or not indices or len(set(indices)) != len(indices):
+        raise MetricError(f"frame subset must be distinct indices in [0, {count}), got {list(frames)[:8]}")
+    return indices
+
+
+def lpips(ref: np.ndarray, test: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Per-frame LPIPS (AlexNet, v0.1; lower is better). MetricError with the reason when weights are absent."""
+    import torch
+
+    from bench.lpips_alex import load_network, weight_files
+
+    ref, test = check_pair(ref, test)
+    found = weight_files()
+    if isinstance(found, str):
+        raise MetricError(f"LPIPS unavailable: {found}")
+    net = load_network(*found, str(_torch_device(device)))
+    values = []
+    with torch.inference_mode():
+        for x, y in _batches(ref, test, device, -1.0, 1.0):
+            values.append(net(x, y).double().cpu())
+    return torch.cat(values).numpy()
+
+
+@dataclass
+class Scores:
+    """Per-frame values and means of one decode; `notes` say how each metric was computed or why it is absent."""
+
+    per_frame: dict[str, list[float]] = field(default_factory=dict)
+    mean: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    frame_subsets: dict[str, list[int]] = field(default_factory=dict)  # metrics scored on some frames only
+    metrics_version: str = METRICS_VERSION
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready data (all values finite)."""
+        return asdict(self)
+
+
+def _metric_names(metrics: Sequence[str] | str) -> list[str]:
+    names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    out = []
+    for raw in names:
+        name = raw.strip().lower().replace("_", "-")
+        if name not in METRIC_NAMES:
+            close = difflib.get_close_matches(name, METRIC_NAMES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise MetricError(f"unknown metric {raw.strip()!r}; {hint}choose from {', '.join(METRIC_NAMES)}")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise MetricError(f"no metric asked for; choose from {', '.join(METRIC_NAMES)}")
+    return out
+
+
+def score(
+    ref: np.ndarray,
+    test: np.ndarray,
+    metrics: Sequence[str] | str = DEFAULT_METRICS,
+    device: str = "cpu",
+    flip_frames: Sequence[int] | None = None,
+) -> Scores:
+    """Score a decode against its source. Metrics that cannot run here are left out, with the reason in notes.
+
+    Only MS-SSIM (frames too small) and LPIPS (no weights, frames too small) can be unavailable; bad inputs
+    or a bad frame subset raise MetricError.
+    """
+    ref, test = check_pair(ref, test)
+    names = _metric_names(metrics)
+    out = Scores()
+    for name in names:
+        try:
+            values, note = _SCORERS[name](ref, test, device, flip_frames)
+        except _Unavailable as exc:
+            out.notes[name] = f"unavailable: {exc}"
+            continue
+        out.per_frame[name] = values.tolist()
+        out.mean[name] = float(values.mean())
+        if note:
+            out.notes[name] = note
+        if name == "flip" and flip_frames is not None:
+            out.frame_subsets[name] = _frame_indices(flip_frames, len(ref))
+    return out
+
+
+class _Unavailable(Exception):
+    """A metric that cannot run on these inputs or on this machine; `score` records the reason."""
+
+
+def _score_psnr(
+    ref: np.ndarray, test: np.ndarray, device: str, flip_frames: object
+) -> tuple[np.ndarray, str]:
+    raw = psnr(ref, test)
+    over = int(np.sum(raw > PSNR_CAP_DB))
+    if not over:
+        return raw, ""
+    identical = int(np.sum(np.isinf(raw)))
+    cap = f"{PSNR_CAP_DB:g} dB"
+    return np.minimum(
+        raw, PSNR_CAP_DB
+    ), f"{over} frame(s) above {cap} ({identical} identical) counted as {cap}"
+
+
+def _score_ms_ssim(
+    ref: np.ndarray, test: np.ndarray, device: str, flip_frames: object
+) -> tuple[np.ndarray, str]:
+    try:
+        ms_ssim_window(ref.shape[1], ref.shape[2])
+    except MetricError as exc:
+        raise _Unavailable(str(exc)) from None
+    values, win = ms_ssim(ref, test, device=device)
+    if win == MS_SSIM_WIN:
+        return values, f"window {win}"
+    short = min(ref.shape[1:3])
+    return values, f"window {win} (shorter side {short} px < 161 px needed for window {MS_SSIM_WIN})"
+
+
+def _score_flip(
+    ref: np.ndarray, test: np.ndarray, device: str, flip_frames: Sequence[int] | None
+) -> tuple[np.ndarray, str]:
+    values = flip(ref, test, frames=flip_frames)
+    note = "LDR-FLIP, 67.02 ppd"
+    if flip_frames is not None:
+        note += f", on {len(values)} of {len(ref)} frames"
+    return values, note
+
+
+def _score_lpips(
+    ref: np.ndarray, test: np.ndarray, device: str, flip_frames: object
+) -> tuple[np.ndarray, str]:
+    _torch_device(device)  # a wrong device is the caller's error, not an unavailable metric
+    reason = lpips_available()
+    if reason is not None:
+        raise _Unavailable(reason)
+    try:
+        return lpips(ref, test, device=device), "AlexNet, v0.1"
+    except MetricError as exc:  # unreadable weight files, frames too small
+        raise _Unavailable(str(exc)) from None
+
+
+_SCORERS = {"psnr": _score_psnr, "ms-ssim": _score_ms_ssim, "flip": _score_flip, "lpips": _score_lpips}
