@@ -230,6 +230,8 @@ def test_raw_yuv_reads_back_any_range(tmp_path: Path, carphone_paths: tuple[Path
     assert seq.checksum == hashlib.sha256(path.read_bytes()).hexdigest()
     bt709 = load_sequence(str(path), size=(176, 144), colour="bt709").read(0, 1)
     assert not np.array_equal(bt709, seq.read(0, 1))
+    with pytest.raises(DataError, match="unknown colour conversion 'srgb': choose one of bt601, bt709"):
+        load_sequence(str(path), size=(176, 144), colour="srgb")
 
 
 def test_raw_yuv_errors(tmp_path: Path, carphone_paths: tuple[Path, Path]) -> None:

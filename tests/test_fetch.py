@@ -135,14 +135,20 @@ def test_fetch_downloads_checks_and_extracts(
 
 
 def test_fetch_through_the_cli_with_a_file_url(
-    server: Served, env: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: Served,
+    env: tuple[Path, Path],
+    tmp_path: Path,
+    tiny_yuv: bytes,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     manifests, _ = env
     write_manifest(manifests, "https://example.invalid/Tiny.7z", None)  # never contacted
     cache = tmp_path / "elsewhere"
     url = (server.root / "Tiny.7z").as_uri()
     assert main(["fetch", "Tiny", "--url", url, "--cache-dir", str(cache)]) == 0
-    assert str(cache / "tiny" / MEMBER) in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert str(cache / "tiny" / MEMBER) in printed.out
+    assert f"sha256 {hashlib.sha256(tiny_yuv).hexdigest()}" in printed.err  # to be recorded in the manifest
     assert files_under(cache) == [cache / "tiny" / MEMBER]
 
 
