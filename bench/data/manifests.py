@@ -19,7 +19,7 @@ nothing is guessed from a file name. A file looks like::
           url: https://...7z    # an archive to download, or `package` + `resource` (installed data)
           member: Jockey_1920x1080_120fps_420_8bit_YUV.yuv
 
-The manifests folder is `data_manifests/` beside the `bench` package, or the folders listed in the
+The manifests folder is the `data_manifests` package (installed beside `bench`), or the folders listed in the
 environment variable `BENCH_MANIFESTS` (separated like PATH).
 """
 
@@ -35,7 +35,6 @@ from typing import Any
 
 import yaml
 
-import bench
 from bench.data.colour import COLOURS
 from bench.errors import DataError
 
@@ -130,7 +129,9 @@ def manifest_dirs() -> list[Path]:
     env = os.environ.get("BENCH_MANIFESTS", "").strip()
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
-    return [Path(bench.__file__).resolve().parents[1] / "data_manifests"]
+    import data_manifests
+
+    return [Path(data_manifests.__file__).resolve().parent]
 
 
 def load_manifests() -> dict[str, ManifestEntry]:
