@@ -103,7 +103,9 @@ def _parse(data: bytes) -> tuple[Stream, dict[str, int]]:
         raise BitstreamError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
     if data[:4] != MAGIC:
-        raise BitstreamError("not a stream of this suite (bad magic bytes); pass a file written by `bench run`")
+        raise BitstreamError(
+            "not a stream of this suite (bad magic bytes); pass a file written by `bench run`"
+        )
     r = _Reader(data)
     r.take(4, "magic")
     fmt = r.take(1, "format version")[0]
@@ -117,7 +119,9 @@ def _parse(data: bytes) -> tuple[Stream, dict[str, int]]:
     header_json = r.take(header_len, "header")
     (crc,) = struct.unpack("<I", r.take(4, "header checksum"))
     if zlib.crc32(data[: r.pos - 4]) != crc:
-        raise BitstreamError("stream is corrupt: header checksum mismatch (a byte changed); re-encode or re-copy it")
+        raise BitstreamError(
+            "stream is corrupt: header checksum mismatch (a byte changed); re-encode or re-copy it"
+        )
     try:
         header = json.loads(header_json)
     except ValueError:
@@ -137,7 +141,9 @@ def _parse(data: bytes) -> tuple[Stream, dict[str, int]]:
         framed = data[start : r.pos - 4]
         payload = r.take(length, f"section '{key}'")
         if zlib.crc32(payload, zlib.crc32(framed)) != crc:
-            raise BitstreamError(f"stream is corrupt: checksum mismatch in section '{key}'; re-encode or re-copy it")
+            raise BitstreamError(
+                f"stream is corrupt: checksum mismatch in section '{key}'; re-encode or re-copy it"
+            )
         if key in sections:
             raise BitstreamError(f"stream is corrupt: section '{key}' appears twice")
         sections[key] = payload

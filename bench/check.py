@@ -24,7 +24,12 @@ from bench import store
 from bench.errors import ConfigError
 
 # metric key in thresholds -> (record metric name, True when higher is better)
-_METRICS = {"psnr": ("psnr", True), "ms_ssim": ("ms-ssim", True), "flip": ("flip", False), "lpips": ("lpips", False)}
+_METRICS = {
+    "psnr": ("psnr", True),
+    "ms_ssim": ("ms-ssim", True),
+    "flip": ("flip", False),
+    "lpips": ("lpips", False),
+}
 _BOUND_KEYS = {"method", "sequence", "budget", "target_bpp", "max_bpp_deviation"} | {
     f"{'min' if hib else 'max'}_{key}" for key, (_, hib) in _METRICS.items()
 }
@@ -53,11 +58,17 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ThresholdsError(f"thresholds file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ThresholdsError(
+            f"thresholds file '{path}' is not valid YAML: {str(exc).splitlines()[0]}"
+        ) from None
     if not isinstance(data, dict) or set(data) - {"bounds", "claims", "notes"}:
-        raise ThresholdsError(f"thresholds file '{path}' must be a mapping with 'bounds' and/or 'claims' lists")
-    for section, allowed, required in (("bounds", _BOUND_KEYS, {"method", "sequence", "budget"}),
-                                       ("claims", _CLAIM_KEYS, {"better", "worse", "metric", "margin", "sequence", "budget"})):
+        raise ThresholdsError(
+            f"thresholds file '{path}' must be a mapping with 'bounds' and/or 'claims' lists"
+        )
+    for section, allowed, required in (
+        ("bounds", _BOUND_KEYS, {"method", "sequence", "budget"}),
+        ("claims", _CLAIM_KEYS, {"better", "worse", "metric", "margin", "sequence", "budget"}),
+    ):
         entries = data.get(section) or []
         if not isinstance(entries, list):
             raise ThresholdsError(f"'{section}' in '{path}' must be a list")
@@ -80,9 +91,12 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def _matches(record: dict[str, Any], method: str, entry: dict[str, Any]) -> bool:
-    return (record.get("method") == method and record.get("sequence", {}).get("name") == entry["sequence"]
-            and record.get("budget", {}).get("name") == entry["budget"]
-            and ("target_bpp" not in entry or abs(record["target_bpp"] - entry["target_bpp"]) < 1e-9))
+    return (
+        record.get("method") == method
+        and record.get("sequence", {}).get("name") == entry["sequence"]
+        and record.get("budget", {}).get("name") == entry["budget"]
+        and ("target_bpp" not in entry or abs(record["target_bpp"] - entry["target_bpp"]) < 1e-9)
+    )
 
 
 def evaluate(results: Path, thresholds: dict[str, list[dict[str, Any]]]) -> list[CheckRow]:
@@ -100,12 +114,25 @@ def evaluate(results: Path, thresholds: dict[str, list[dict[str, Any]]]) -> list
                 limit_key = f"{'min' if higher_is_better else 'max'}_{key}"
                 if limit_key in bound:
                     value = record["metrics"]["mean"].get(name)
-                    ok = value is not None and (value >= bound[limit_key] if higher_is_better else value <= bound[limit_key])
-                    rows.append(CheckRow(name, point, value, f"{'>=' if higher_is_better else '<='} {bound[limit_key]}", ok))
+                    ok = value is not None and (
+                        value >= bound[limit_key] if higher_is_better else value <= bound[limit_key]
+                    )
+                    rows.append(
+                        CheckRow(
+                            name, point, value, f"{'>=' if higher_is_better else '<='} {bound[limit_key]}", ok
+                        )
+                    )
             if "max_bpp_deviation" in bound:
                 deviation = abs(record["bpp"] / record["target_bpp"] - 1)
-                rows.append(CheckRow("bpp deviation", point, deviation, f"<= {bound['max_bpp_deviation']}",
-                                     deviation <= bound["max_bpp_deviation"]))
+                rows.append(
+                    CheckRow(
+                        "bpp deviation",
+                        point,
+                        deviation,
+                        f"<= {bound['max_bpp_deviation']}",
+                        deviation <= bound["max_bpp_deviation"],
+                    )
+                )
     for claim in thresholds["claims"]:
         name, higher_is_better = _METRICS[claim["metric"]]
         by_rate: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -122,8 +149,15 @@ def evaluate(results: Path, thresholds: dict[str, list[dict[str, Any]]]) -> list
             diff = mean(sides["better"]) - mean(sides["worse"])
             if not higher_is_better:
                 diff = -diff
-            rows.append(CheckRow(f"claim {name}", f"{subject} @ {bpp:g} bpp", diff,
-                                 f"better - worse >= -{claim['margin']}", diff >= -claim["margin"]))
+            rows.append(
+                CheckRow(
+                    f"claim {name}",
+                    f"{subject} @ {bpp:g} bpp",
+                    diff,
+                    f"better - worse >= -{claim['margin']}",
+                    diff >= -claim["margin"],
+                )
+            )
     return rows
 
 
@@ -131,9 +165,13 @@ def format_rows(rows: list[CheckRow]) -> str:
     lines = [f"{'':4s} {'check':16s} {'subject':62s} {'value':>10s}  bound"]
     for row in rows:
         value = "-" if row.value is None else f"{row.value:10.4f}"
-        lines.append(f"{'ok' if row.ok else 'FAIL':4s} {row.check:16s} {row.subject[:62]:62s} {value:>10s}  {row.bound}")
+        lines.append(
+            f"{'ok' if row.ok else 'FAIL':4s} {row.check:16s} {row.subject[:62]:62s} {value:>10s}  {row.bound}"
+        )
     failed = sum(not r.ok for r in rows)
-    lines.append(f"{len(rows) - failed} of {len(rows)} checks passed" + (f"; {failed} fell short" if failed else ""))
+    lines.append(
+        f"{len(rows) - failed} of {len(rows)} checks passed" + (f"; {failed} fell short" if failed else "")
+    )
     return "\n".join(lines)
 
 

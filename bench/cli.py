@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="download and extract a sequence into the data cache")
     p.add_argument("sequences", nargs="+", help="sequence names, e.g. Jockey")
     p.add_argument("--url", default=None, help="download from this URL instead of the manifest's")
-    p.add_argument("--cache-dir", default=None, help="data cache (default: $BENCH_DATA or ~/.cache/nerv-bench)")
+    p.add_argument(
+        "--cache-dir", default=None, help="data cache (default: $BENCH_DATA or ~/.cache/nerv-bench)"
+    )
     p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("score", help="score a test image/folder/video against a reference")
@@ -95,24 +97,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_score)
 
-    p = sub.add_parser("run", help="plan, fit, encode, decode and score methods on sequences (a resumable grid)")
+    p = sub.add_parser(
+        "run", help="plan, fit, encode, decode and score methods on sequences (a resumable grid)"
+    )
     p.add_argument("--config", default=None, help="YAML file of run options; flags override it")
     p.add_argument("--methods", default=None, help="'all' (default) or comma-separated method names")
-    p.add_argument("--seq", default=None, help="sequence name(s) (default bunny), 'uvg', or a video/.yuv/PNG-folder")
-    p.add_argument("--bpp", default=None, help="comma-separated target bits per pixel (default: the budget's ladder)")
+    p.add_argument(
+        "--seq", default=None, help="sequence name(s) (default bunny), 'uvg', or a video/.yuv/PNG-folder"
+    )
+    p.add_argument(
+        "--bpp", default=None, help="comma-separated target bits per pixel (default: the budget's ladder)"
+    )
     p.add_argument("--budget", default=None, help="smoke | cpu (default) | paper")
     p.add_argument("--seed", type=int, default=None, help="first seed (default 0)")
     p.add_argument("--repeats", type=int, default=None, help="seeds per point (seed, seed+1, ...)")
-    p.add_argument("--match", default=None, choices=["epochs", "time"],
-                   help="epochs: every method gets the budget's epochs (default); time: the same training seconds")
+    p.add_argument(
+        "--match",
+        default=None,
+        choices=["epochs", "time"],
+        help="epochs: every method gets the budget's epochs (default); time: the same training seconds",
+    )
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--size", default=None, help="WxH, for raw .yuv inputs")
     p.add_argument("--jobs", type=int, default=None, help="local worker processes (default 1: in-process)")
-    p.add_argument("--executor", default=None, choices=["local", "slurm", "submitit-local"],
-                   help="local (default), slurm (via submitit), submitit-local (submitit's local executor)")
+    p.add_argument(
+        "--executor",
+        default=None,
+        choices=["local", "slurm", "submitit-local"],
+        help="local (default), slurm (via submitit), submitit-local (submitit's local executor)",
+    )
     p.add_argument("--results", default=None, help="results directory (default ./results)")
     p.add_argument("--force", action="store_true", help="redo jobs that already have a record")
-    p.add_argument("--dry-run", action="store_true", help="list the jobs and whether they are finished; run nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the jobs and whether they are finished; run nothing"
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("results", help="export every record of a results directory as one table")
@@ -121,13 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output file (default: stdout; required for parquet)")
     p.set_defaults(func=_cmd_results)
 
-    p = sub.add_parser("report", help="render the HTML report (RD curves, BD-rates, FLIP maps) of a results directory")
+    p = sub.add_parser(
+        "report", help="render the HTML report (RD curves, BD-rates, FLIP maps) of a results directory"
+    )
     p.add_argument("--results", default="results")
     p.add_argument("--out", default=None, help="HTML file (default: <results>/report.html)")
     p.add_argument("--anchor", default="nerv-dense", help="method the BD-rates are measured against")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("check", help="compare results with committed metric thresholds; exit 1 if any falls short")
+    p = sub.add_parser(
+        "check", help="compare results with committed metric thresholds; exit 1 if any falls short"
+    )
     p.add_argument("--results", default="results")
     p.add_argument("--thresholds", required=True, help="YAML file of bounds and ordering claims")
     p.set_defaults(func=_cmd_check)

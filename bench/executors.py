@@ -35,16 +35,25 @@ def run_processes(jobs: list, execute: Callable[..., Summary], workers: int) -> 
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(execute, job.spec, job.key, job.identity, 1 + i % workers): job
-                   for i, job in enumerate(jobs)}
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
+    ) as pool:
+        futures = {
+            pool.submit(execute, job.spec, job.key, job.identity, 1 + i % workers): job
+            for i, job in enumerate(jobs)
+        }
         for future in as_completed(futures):
             yield future.result()
 
 
-def run_submitit(jobs: list, execute: Callable[..., Summary], cluster: str, folder: Path,
-                 slurm: SlurmOptions, lost: Callable[[Any, str], Summary]) -> Iterator[Summary]:
+def run_submitit(
+    jobs: list,
+    execute: Callable[..., Summary],
+    cluster: str,
+    folder: Path,
+    slurm: SlurmOptions,
+    lost: Callable[[Any, str], Summary],
+) -> Iterator[Summary]:
     """A Slurm job array (cluster='slurm'), or submitit's local executor with the same code path."""
     import submitit
 
@@ -55,8 +64,9 @@ def run_submitit(jobs: list, execute: Callable[..., Summary], cluster: str, fold
         if slurm.partition:
             params["slurm_partition"] = slurm.partition
     executor.update_parameters(**params)
-    submitted = executor.map_array(execute, [j.spec for j in jobs], [j.key for j in jobs],
-                                   [j.identity for j in jobs])
+    submitted = executor.map_array(
+        execute, [j.spec for j in jobs], [j.key for j in jobs], [j.identity for j in jobs]
+    )
     for job, handle in zip(jobs, submitted, strict=True):
         try:
             yield handle.result()

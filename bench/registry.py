@@ -38,7 +38,10 @@ class MethodEntry:
 def discover() -> dict[str, MethodEntry]:
     """All method adapters by name, in a stable order."""
     entries: dict[str, MethodEntry] = {}
-    builtin = [f"methods.{m.name}" for m in sorted(pkgutil.iter_modules(methods_package.__path__), key=lambda m: m.name)]
+    builtin = [
+        f"methods.{m.name}"
+        for m in sorted(pkgutil.iter_modules(methods_package.__path__), key=lambda m: m.name)
+    ]
     plugins = [m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(",") if m.strip()]
     for module_name in builtin + plugins:
         try:

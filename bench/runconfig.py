@@ -56,7 +56,9 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
     if key in ("methods", "seq") and isinstance(value, list):
         return ",".join(str(v) for v in value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"config key '{key}' must be {expected.__name__}, got {type(value).__name__} ({value!r})")
+        raise ConfigError(
+            f"config key '{key}' must be {expected.__name__}, got {type(value).__name__} ({value!r})"
+        )
     return value
 
 
@@ -87,9 +89,15 @@ def resolve_options(cli: dict[str, Any], config_file: str | None = None) -> RunO
                     raise ConfigError("config key 'slurm' must be a mapping (partition, time_min, gpus, ...)")
                 for sub, sub_value in value.items():
                     if sub not in _SLURM_FIELDS:
-                        raise ConfigError(f"unknown slurm option '{sub}': use one of {', '.join(sorted(_SLURM_FIELDS))}")
+                        raise ConfigError(
+                            f"unknown slurm option '{sub}': use one of {', '.join(sorted(_SLURM_FIELDS))}"
+                        )
                     default = getattr(SlurmOptions(), sub)
-                    setattr(options.slurm, sub, _check_type(f"slurm.{sub}", sub_value, default if default is not None else ""))
+                    setattr(
+                        options.slurm,
+                        sub,
+                        _check_type(f"slurm.{sub}", sub_value, default if default is not None else ""),
+                    )
                 continue
             if key not in _FIELDS:
                 raise ConfigError(f"unknown run option '{key}': use one of {', '.join(sorted(_FIELDS))}")

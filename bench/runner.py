@@ -52,6 +52,7 @@ class JobSpec:
 
 # --- identity ---------------------------------------------------------------------------------------------
 
+
 def job_identity(spec: JobSpec, seq_checksum: str) -> dict[str, Any]:
     """The content a job's result depends on; its hash is the job key."""
     from bench.metrics import METRICS_VERSION
@@ -79,6 +80,7 @@ def job_key(identity: dict[str, Any]) -> str:
 
 # --- one job ------------------------------------------------------------------------------------------------
 
+
 def _load_clip(spec: JobSpec, budget: Budget) -> Clip:
     from bench.data import load_sequence, prepare_clip
 
@@ -90,8 +92,14 @@ def _tqdm_progress(position: int) -> Callable[[int, str], ProgressBar]:
 
     class _Bar:
         def __init__(self, total: int, desc: str) -> None:
-            self.bar = tqdm(total=total, desc=desc, position=position, leave=False, dynamic_ncols=True,
-                            disable=not sys.stderr.isatty())
+            self.bar = tqdm(
+                total=total,
+                desc=desc,
+                position=position,
+                leave=False,
+                dynamic_ncols=True,
+                disable=not sys.stderr.isatty(),
+            )
 
         def update(self, n: int = 1, **stats: float) -> None:
             if stats:
@@ -151,8 +159,14 @@ def execute_job(spec: JobSpec, key: str, identity: dict[str, Any], position: int
         clip = _load_clip(spec, budget)
         base["sequence"] = {**dataclasses.asdict(clip.info), "spec": spec.seq}
         time_limit = budget.train_seconds if (spec.match == "time" and cls.trains) else None
-        ctx = Context(workdir=workdir, budget=budget, device=spec.device, seed=spec.seed,
-                      time_limit_s=time_limit, progress=_tqdm_progress(position))
+        ctx = Context(
+            workdir=workdir,
+            budget=budget,
+            device=spec.device,
+            seed=spec.seed,
+            time_limit_s=time_limit,
+            progress=_tqdm_progress(position),
+        )
         method = cls()
         stage = "plan"
         t0 = time.perf_counter()
@@ -179,10 +193,14 @@ def execute_job(spec: JobSpec, key: str, identity: dict[str, Any], position: int
             )
         stage = "score"
         t0 = time.perf_counter()
-        scores = metrics.score(clip.frames, decoded, device=spec.device, flip_frames=_flip_subset(len(decoded)))
+        scores = metrics.score(
+            clip.frames, decoded, device=spec.device, flip_frames=_flip_subset(len(decoded))
+        )
         timings["score_s"] = time.perf_counter() - t0
     except MethodError as exc:
-        return _record_failure(results, key, base, "skipped" if stage == "plan" else "failed", str(exc), stage)
+        return _record_failure(
+            results, key, base, "skipped" if stage == "plan" else "failed", str(exc), stage
+        )
     except FitFailed as exc:
         return _record_failure(results, key, base, "failed", str(exc), stage)
     except BenchError as exc:
@@ -216,12 +234,25 @@ def execute_job(spec: JobSpec, key: str, identity: dict[str, Any], position: int
     return _summary(record)
 
 
-def _record_failure(results: Path, key: str, base: dict[str, Any], status: str, reason: str, stage: str,
-                    trace: str | None = None) -> dict[str, Any]:
+def _record_failure(
+    results: Path,
+    key: str,
+    base: dict[str, Any],
+    status: str,
+    reason: str,
+    stage: str,
+    trace: str | None = None,
+) -> dict[str, Any]:
     from bench.provenance import provenance
 
-    record = {**base, "status": status, "reason": reason, "stage": stage, "traceback": trace,
-              "provenance": provenance(base["device"])}
+    record = {
+        **base,
+        "status": status,
+        "reason": reason,
+        "stage": stage,
+        "traceback": trace,
+        "provenance": provenance(base["device"]),
+    }
     store.write_failure(results, key, record)
     return _summary(record)
 
@@ -245,6 +276,7 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
 
 # --- the grid ------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PlannedJob:
     spec: JobSpec
@@ -252,8 +284,17 @@ class PlannedJob:
     identity: dict[str, Any]
 
 
-def plan_grid(methods: Iterable[str], seqs: Iterable[str], bpps: list[float] | None, budget: str, seeds: list[int],
-              device: str, match: str, size: tuple[int, int] | None, results: str) -> list[PlannedJob]:
+def plan_grid(
+    methods: Iterable[str],
+    seqs: Iterable[str],
+    bpps: list[float] | None,
+    budget: str,
+    seeds: list[int],
+    device: str,
+    match: str,
+    size: tuple[int, int] | None,
+    results: str,
+) -> list[PlannedJob]:
     """Expand the grid; every sequence is opened (and checksummed) once, before any job runs."""
     from bench.data import load_sequence
 
@@ -266,15 +307,25 @@ def plan_grid(methods: Iterable[str], seqs: Iterable[str], bpps: list[float] | N
         for method in methods:
             for bpp in ladder:
                 for seed in seeds:
-                    spec = JobSpec(method=method, seq=seq, target_bpp=bpp, budget=budget, seed=seed, device=device,
-                                   match=match, size=size, results=results)
+                    spec = JobSpec(
+                        method=method,
+                        seq=seq,
+                        target_bpp=bpp,
+                        budget=budget,
+                        seed=seed,
+                        device=device,
+                        match=match,
+                        size=size,
+                        results=results,
+                    )
                     identity = job_identity(spec, checksum)
                     jobs.append(PlannedJob(spec, job_key(identity), identity))
     return jobs
 
 
-def run_jobs(jobs: list[PlannedJob], options: RunOptions | None = None,
-             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_jobs(
+    jobs: list[PlannedJob], options: RunOptions | None = None, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
     """Run every unfinished job of the grid on the chosen executor; one summary per job, in grid order."""
     from tqdm import tqdm
 
@@ -305,7 +356,9 @@ def run_jobs(jobs: list[PlannedJob], options: RunOptions | None = None,
     bar = tqdm(total=len(todo), desc="jobs", position=0, dynamic_ncols=True, disable=not sys.stderr.isatty())
     for summary in stream:
         if summary["status"] != "ok":
-            log(f"{summary['status']}: {summary['method']} at {summary['target_bpp']:g} bpp: {summary['reason']}")
+            log(
+                f"{summary['status']}: {summary['method']} at {summary['target_bpp']:g} bpp: {summary['reason']}"
+            )
         done[summary["key"]] = summary
         bar.update(1)
     bar.close()
@@ -314,20 +367,31 @@ def run_jobs(jobs: list[PlannedJob], options: RunOptions | None = None,
 
 def _lost_job(job: PlannedJob, reason: str) -> dict[str, Any]:
     """A worker that died without reporting (killed, out of memory): record the loss like any failure."""
-    base = {"key": job.key, "method": job.spec.method, "method_version": job.identity["method_version"],
-            "seed": job.spec.seed, "device": job.spec.device, "target_bpp": job.spec.target_bpp,
-            "match": job.identity["match"], "budget": job.identity["budget"], "identity": job.identity,
-            "sequence": {"name": job.spec.seq}}
+    base = {
+        "key": job.key,
+        "method": job.spec.method,
+        "method_version": job.identity["method_version"],
+        "seed": job.spec.seed,
+        "device": job.spec.device,
+        "target_bpp": job.spec.target_bpp,
+        "match": job.identity["match"],
+        "budget": job.identity["budget"],
+        "identity": job.identity,
+        "sequence": {"name": job.spec.seq},
+    }
     return _record_failure(Path(job.spec.results), job.key, base, "failed", reason, "worker")
 
 
 def format_summary(summaries: list[dict[str, Any]]) -> str:
     """The table printed at the end of a run."""
+
     def num(value: Any, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    lines = [f"{'method':18s} {'seq':10s} {'target':>7s} {'bpp':>7s} {'PSNR':>7s} {'MS-SSIM':>8s} {'FLIP':>7s} "
-             f"{'time s':>7s}  status"]
+    lines = [
+        f"{'method':18s} {'seq':10s} {'target':>7s} {'bpp':>7s} {'PSNR':>7s} {'MS-SSIM':>8s} {'FLIP':>7s} "
+        f"{'time s':>7s}  status"
+    ]
     for s in summaries:
         lines.append(
             f"{s['method']:18s} {str(s['seq'])[:10]:10s} {s['target_bpp']:7.3f} {num(s['bpp'], '7.4f')} "
@@ -341,6 +405,7 @@ def format_summary(summaries: list[dict[str, Any]]) -> str:
 
 
 # --- commands -------------------------------------------------------------------------------------------------
+
 
 def _floats(text: str | None) -> list[float] | None:
     if not text:
@@ -357,9 +422,25 @@ def _floats(text: str | None) -> list[float] | None:
 def run_command(args: Any) -> int:
     from bench.data import parse_size
 
-    cli = {name: getattr(args, name, None) for name in
-           ("methods", "seq", "bpp", "budget", "seed", "repeats", "match", "device", "size", "jobs", "executor",
-            "results", "force", "dry_run")}
+    cli = {
+        name: getattr(args, name, None)
+        for name in (
+            "methods",
+            "seq",
+            "bpp",
+            "budget",
+            "seed",
+            "repeats",
+            "match",
+            "device",
+            "size",
+            "jobs",
+            "executor",
+            "results",
+            "force",
+            "dry_run",
+        )
+    }
     cli["force"] = cli["force"] or None
     cli["dry_run"] = cli["dry_run"] or None
     options = resolve_options(cli, getattr(args, "config", None))
@@ -370,8 +451,17 @@ def run_command(args: Any) -> int:
             raise ConfigError("--device cuda asked, but torch sees no CUDA device here; use --device cpu")
     size = parse_size(options.size) if options.size else None
     methods = registry.resolve(options.methods)
-    jobs = plan_grid(methods, expand_sequences(options.seq), _floats(options.bpp), options.budget, options.seeds(),
-                     options.device, options.match, size, options.results)
+    jobs = plan_grid(
+        methods,
+        expand_sequences(options.seq),
+        _floats(options.bpp),
+        options.budget,
+        options.seeds(),
+        options.device,
+        options.match,
+        size,
+        options.results,
+    )
     if options.dry_run:
         for job in jobs:
             finished = store.is_finished(Path(options.results), job.key)
@@ -431,11 +521,18 @@ def decode_command(args: Any) -> int:
     stream = bitstream.unpack(data)
     cls = registry.get(stream.method)
     if stream.version != cls.version:
-        raise BenchError(f"stream is {stream.method} version {stream.version}, this suite decodes version {cls.version}")
+        raise BenchError(
+            f"stream is {stream.method} version {stream.version}, this suite decodes version {cls.version}"
+        )
     header = stream.header
     try:
-        info = SeqInfo(name=path.stem, width=int(header["width"]), height=int(header["height"]),
-                       num_frames=int(header["frames"]), fps=25.0)
+        info = SeqInfo(
+            name=path.stem,
+            width=int(header["width"]),
+            height=int(header["height"]),
+            num_frames=int(header["frames"]),
+            fps=25.0,
+        )
     except (KeyError, TypeError, ValueError):
         raise BenchError("stream header lacks width/height/frames; it cannot be decoded standalone") from None
     ctx = Context(workdir=Path(args.out).with_suffix(".work"), budget=get_budget("smoke"), device=args.device)

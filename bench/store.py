@@ -38,8 +38,13 @@ def is_finished(results: Path, key: str) -> bool:
     return (jobs_dir(results) / key / RECORD).is_file()
 
 
-def write_result(results: Path, key: str, record: dict[str, Any], stream: bytes,
-                 extra: Callable[[Path], None] | None = None) -> Path:
+def write_result(
+    results: Path,
+    key: str,
+    record: dict[str, Any],
+    stream: bytes,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
     """Atomically publish a finished job: record, stream and whatever `extra` writes into the directory."""
     final = jobs_dir(results) / key
     jobs_dir(results).mkdir(parents=True, exist_ok=True)

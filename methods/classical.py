@@ -63,7 +63,9 @@ class ClassicalCodec(Method):
     def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> CodecConfig:
         """Bisect the CRF (coarser CRF = fewer bits) until the coded clip lands within 10 % of the target."""
         if clip.info.width % 2 or clip.info.height % 2:
-            raise MethodError(f"{self.name} needs even frame sizes for yuv420p, got {clip.info.width}x{clip.info.height}")
+            raise MethodError(
+                f"{self.name} needs even frame sizes for yuv420p, got {clip.info.width}x{clip.info.height}"
+            )
         yuv = _yuv_frames(clip.frames)
         target_bytes = target_bpp * clip.info.pixels / 8
 
@@ -115,9 +117,13 @@ class ClassicalCodec(Method):
         try:
             width, height, count = int(header["width"]), int(header["height"]), int(header["frames"])
         except (KeyError, TypeError, ValueError):
-            raise BitstreamError(f"{self.name} stream header lacks width/height/frames; re-encode it") from None
+            raise BitstreamError(
+                f"{self.name} stream header lacks width/height/frames; re-encode it"
+            ) from None
         if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and 0 < count <= MAX_FRAMES):
-            raise BitstreamError(f"{self.name} stream header has an implausible size {width}x{height}x{count}")
+            raise BitstreamError(
+                f"{self.name} stream header has an implausible size {width}x{height}x{count}"
+            )
         frames = []
         try:
             with av.open(io.BytesIO(stream.section("video")), format=self.raw_format) as container:

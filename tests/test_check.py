@@ -55,15 +55,18 @@ def _thresholds(tmp_path: Path, psnr: float) -> Path:
     return path
 
 
-def test_check_passes_on_real_results(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_passes_on_real_results(
+    results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bound = _psnr_of(results, "x264") - 1.0
     assert main(["check", "--results", str(results), "--thresholds", str(_thresholds(tmp_path, bound))]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out and "checks passed" in out
 
 
-def test_check_bites_on_a_degraded_method(results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_bites_on_a_degraded_method(
+    results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     bound = _psnr_of(results, "x264") - 1.0
     plugin_dir = tmp_path / "plugins"
     plugin_dir.mkdir()
@@ -85,7 +88,9 @@ def test_check_bites_on_a_degraded_method(results: Path, tmp_path: Path, monkeyp
 
 def test_ordering_claim_bites(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "claim.yaml"
-    path.write_text("claims:\n  - {better: x264, worse: x265, metric: psnr, margin: -5, sequence: bunny, budget: smoke}\n")
+    path.write_text(
+        "claims:\n  - {better: x264, worse: x265, metric: psnr, margin: -5, sequence: bunny, budget: smoke}\n"
+    )
     assert main(["check", "--results", str(results), "--thresholds", str(path)]) == 1
     assert "FAIL claim psnr" in capsys.readouterr().out
 
@@ -95,14 +100,21 @@ def test_ordering_claim_bites(results: Path, tmp_path: Path, capsys: pytest.Capt
     [
         ("bounds: {method: x264}\n", "'bounds' in"),
         ("bounds:\n  - {method: x264, sequence: bunny}\n", "lacks key 'budget'"),
-        ("bounds:\n  - {method: x264, sequence: bunny, budget: smoke, min_psnrr: 3}\n", "unknown key 'min_psnrr'"),
+        (
+            "bounds:\n  - {method: x264, sequence: bunny, budget: smoke, min_psnrr: 3}\n",
+            "unknown key 'min_psnrr'",
+        ),
         ("bounds:\n  - {method: x264, sequence: bunny, budget: smoke, min_psnr: high}\n", "must be a number"),
-        ("claims:\n  - {better: a, worse: b, metric: vmaf, margin: 1, sequence: s, budget: smoke}\n", "metric"),
+        (
+            "claims:\n  - {better: a, worse: b, metric: vmaf, margin: 1, sequence: s, budget: smoke}\n",
+            "metric",
+        ),
         ("bounds: [\n", "not valid YAML"),
     ],
 )
-def test_malformed_thresholds_exit_2(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                     text: str, message: str) -> None:
+def test_malformed_thresholds_exit_2(
+    results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     assert main(["check", "--results", str(results), "--thresholds", str(path)]) == 2

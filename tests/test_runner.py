@@ -58,14 +58,18 @@ def test_rerun_skips_finished_and_force_redoes(tmp_path: Path, capsys: pytest.Ca
 
 def test_sigkill_mid_grid_then_rerun_loses_and_recomputes_nothing(tmp_path: Path) -> None:
     results = tmp_path / "res"
-    cmd = _bench("run", "--methods", "x264,x265", "--bpp", "0.3,0.5,0.8,1.2", *SMOKE, "--results", str(results))
+    cmd = _bench(
+        "run", "--methods", "x264,x265", "--bpp", "0.3,0.5,0.8,1.2", *SMOKE, "--results", str(results)
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(store.jobs_dir(results).glob(f"*/{store.RECORD}"))) < 2:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = {key: os.stat(Path(r["_dir"]) / store.RECORD).st_mtime_ns for key, r in _records(results).items()}
+    before = {
+        key: os.stat(Path(r["_dir"]) / store.RECORD).st_mtime_ns for key, r in _records(results).items()
+    }
     assert 2 <= len(before) < 8, "kill should land mid-grid"
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert f"{len(before)} of 8 jobs already finished" in out
@@ -94,8 +98,23 @@ def test_two_concurrent_runs_lose_and_corrupt_nothing(tmp_path: Path) -> None:
 
 def test_submitit_local_executor_runs_the_same_job_function(tmp_path: Path) -> None:
     results = tmp_path / "res"
-    assert main(["run", "--methods", "x264", "--bpp", "0.5", *SMOKE, "--results", str(results),
-                 "--executor", "submitit-local"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--methods",
+                "x264",
+                "--bpp",
+                "0.5",
+                *SMOKE,
+                "--results",
+                str(results),
+                "--executor",
+                "submitit-local",
+            ]
+        )
+        == 0
+    )
     (record,) = _records(results).values()
     assert record["status"] == "ok"
     assert (results / "submitit").is_dir()
@@ -103,8 +122,23 @@ def test_submitit_local_executor_runs_the_same_job_function(tmp_path: Path) -> N
 
 def test_local_worker_processes(tmp_path: Path) -> None:
     results = tmp_path / "res"
-    assert main(["run", "--methods", "x264,x265", "--bpp", "0.5", *SMOKE, "--results", str(results),
-                 "--jobs", "2"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--methods",
+                "x264,x265",
+                "--bpp",
+                "0.5",
+                *SMOKE,
+                "--results",
+                str(results),
+                "--jobs",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert {r["method"] for r in _records(results).values()} == {"x264", "x265"}
 
 
@@ -121,8 +155,24 @@ def test_failed_job_is_recorded_and_grid_goes_on(tmp_path: Path, capsys: pytest.
 
 
 def test_dry_run_and_repeats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--methods", "x264", "--bpp", "0.5,1", "--repeats", "3", *SMOKE,
-                 "--results", str(tmp_path), "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--methods",
+                "x264",
+                "--bpp",
+                "0.5,1",
+                "--repeats",
+                "3",
+                *SMOKE,
+                "--results",
+                str(tmp_path),
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "6 jobs" in out and out.count("[to run]") == 6
 
@@ -130,7 +180,10 @@ def test_dry_run_and_repeats(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_config_file_and_flags_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "run.yaml"
     config.write_text("methods: [x264, x265]\nbpp: [0.5]\nbudget: smoke\nrepeats: 2\n")
-    assert main(["run", "--config", str(config), "--methods", "x264", "--results", str(tmp_path), "--dry-run"]) == 0
+    assert (
+        main(["run", "--config", str(config), "--methods", "x264", "--results", str(tmp_path), "--dry-run"])
+        == 0
+    )
     assert "2 jobs" in capsys.readouterr().out
     config.write_text("methods: x264\nbogus: 1\n")
     assert main(["run", "--config", str(config), "--dry-run"]) == 2
@@ -140,8 +193,9 @@ def test_config_file_and_flags_override(tmp_path: Path, capsys: pytest.CaptureFi
     assert "config key 'repeats' must be int" in capsys.readouterr().err
 
 
-def test_missing_uvg_sequence_explains_the_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_uvg_sequence_explains_the_fetch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
     assert main(["run", "--seq", "Jockey", "--results", str(tmp_path / "res")]) == 2
     err = capsys.readouterr().err
@@ -164,7 +218,20 @@ def test_results_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["results", "--results", str(results), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["method"] == "x264" and rows[0]["psnr"] > 20
-    assert main(["results", "--results", str(results), "--format", "parquet", "--out", str(tmp_path / "r.parquet")]) == 0
+    assert (
+        main(
+            [
+                "results",
+                "--results",
+                str(results),
+                "--format",
+                "parquet",
+                "--out",
+                str(tmp_path / "r.parquet"),
+            ]
+        )
+        == 0
+    )
     import pandas as pd
 
     assert len(pd.read_parquet(tmp_path / "r.parquet")) == 1
