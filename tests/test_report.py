@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from argparse import Namespace
@@ -34,7 +35,9 @@ from bench.errors import BenchError
 from reports.build import build_report, png_data_uri, report_command
 
 EVIL = "<script>alert(1)</script>"
-ARTIFACTS = Path(os.environ.get("BENCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("BENCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")
+)
 
 
 # --- records -------------------------------------------------------------------------------------------------
@@ -44,8 +47,19 @@ ARTIFACTS = Path(os.environ.get("BENCH_TEST_ARTIFACTS", Path(__file__).resolve()
 def codec_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """x264 and x265 at three targets on the smoke budget, as `bench run` writes them."""
     results = tmp_path_factory.mktemp("codecs")
-    args = ["run", "--methods", "x264,x265", "--seq", "bunny", "--budget", "smoke", "--bpp", "0.3,0.6,1.0",
-            "--results", str(results)]
+    args = [
+        "run",
+        "--methods",
+        "x264,x265",
+        "--seq",
+        "bunny",
+        "--budget",
+        "smoke",
+        "--bpp",
+        "0.3,0.6,1.0",
+        "--results",
+        str(results),
+    ]
     assert main(args) == 0
     return results
 
@@ -71,15 +85,27 @@ def jpeg(smoke_clip: Clip) -> Callable[[int, int], Coded]:
                 size += buffer.tell()
                 decoded.append(np.asarray(Image.open(buffer).convert("RGB")))
             out = np.stack(decoded)
-            cache[(quality, subsampling)] = (size, out, metrics.score(smoke_clip.frames, out).to_dict())
+            scores = metrics.score(smoke_clip.frames, out, metrics="psnr,flip")  # MS-SSIM: see the codec runs
+            cache[(quality, subsampling)] = (size, out, scores.to_dict())
         return cache[(quality, subsampling)]
 
     return code
 
 
-def write_record(results: Path, clip: Clip, coded: Coded, *, method: str, sequence: str, target: float, seed: int = 0,
-                 match: str = "n/a", budget: dict[str, Any] | None = None, size: tuple[int, int] | None = None,
-                 stats: dict[str, Any] | None = None) -> None:
+def write_record(
+    results: Path,
+    clip: Clip,
+    coded: Coded,
+    *,
+    method: str,
+    sequence: str,
+    target: float,
+    seed: int = 0,
+    match: str = "n/a",
+    budget: dict[str, Any] | None = None,
+    size: tuple[int, int] | None = None,
+    stats: dict[str, Any] | None = None,
+) -> None:
     """One finished job in the runner's record format, with its gallery frame, published atomically."""
     from PIL import Image
 
@@ -92,17 +118,41 @@ def write_record(results: Path, clip: Clip, coded: Coded, *, method: str, sequen
     bpp = 8 * size_bytes / frames[..., 0].size
     heat, flip_mean = flip_map(frames[index], decoded[index])
     record = {
-        "method": method, "method_version": "1", "seed": seed, "device": "cpu", "target_bpp": target,
-        "match": match, "budget": budget or get_budget("smoke").to_dict(), "status": "ok", "reason": None,
-        "sequence": {"name": sequence, "width": width, "height": height, "num_frames": len(frames), "fps": 25.0,
-                     "checksum": "test", "spec": sequence},
-        "config": {"quality": "see breakdown"}, "bytes": size_bytes, "bpp": bpp, "bpp_deviation": bpp / target - 1,
-        "breakdown_bits": {"jpeg": 8 * size_bytes}, "metrics": scores, "stats": stats or {},
+        "method": method,
+        "method_version": "1",
+        "seed": seed,
+        "device": "cpu",
+        "target_bpp": target,
+        "match": match,
+        "budget": budget or get_budget("smoke").to_dict(),
+        "status": "ok",
+        "reason": None,
+        "sequence": {
+            "name": sequence,
+            "width": width,
+            "height": height,
+            "num_frames": len(frames),
+            "fps": 25.0,
+            "checksum": "test",
+            "spec": sequence,
+        },
+        "config": {"quality": "see breakdown"},
+        "bytes": size_bytes,
+        "bpp": bpp,
+        "bpp_deviation": bpp / target - 1,
+        "breakdown_bits": {"jpeg": 8 * size_bytes},
+        "metrics": scores,
+        "stats": stats or {},
         "timings": {"plan_s": 0.0, "fit_s": 0.0, "encode_s": 0.01, "decode_s": 0.005, "score_s": 0.1},
-        "provenance": provenance("cpu"), "gallery": {"frame": index, "flip_mean": flip_mean},
+        "provenance": provenance("cpu"),
+        "gallery": {"frame": index, "flip_mean": flip_mean},
     }
-    record["key"] = "job-" + hashlib.sha256(json.dumps(
-        [method, sequence, target, seed, match, record["budget"]["name"], width]).encode()).hexdigest()[:16]
+    record["key"] = (
+        "job-"
+        + hashlib.sha256(
+            json.dumps([method, sequence, target, seed, match, record["budget"]["name"], width]).encode()
+        ).hexdigest()[:16]
+    )
 
     def gallery(directory: Path) -> None:
         folder = directory / store.GALLERY
@@ -116,13 +166,24 @@ def write_record(results: Path, clip: Clip, coded: Coded, *, method: str, sequen
 QUALITIES = {0.6: 20, 1.0: 40, 1.6: 70, 2.6: 90}  # target bpp -> JPEG quality on these 72x128 frames
 
 
-def jpeg_ladder(results: Path, clip: Clip, jpeg: Callable[[int, int], Coded], method: str, subsampling: int,
-                sequence: str = "bunny", targets: tuple[float, ...] = tuple(QUALITIES), seeds: int = 1,
-                **kw: Any) -> None:
+def jpeg_ladder(
+    results: Path,
+    clip: Clip,
+    jpeg: Callable[[int, int], Coded],
+    method: str,
+    subsampling: int,
+    sequence: str = "bunny",
+    targets: tuple[float, ...] = tuple(QUALITIES),
+    seeds: int = 1,
+    **kw: Any,
+) -> None:
     for target in targets:
         for seed in range(seeds):
-            coded = jpeg(QUALITIES[target] + 3 * seed, subsampling)  # a seed changes the operating point a little
-            write_record(results, clip, coded, method=method, sequence=sequence, target=target, seed=seed, **kw)
+            # a seed moves the operating point a little, as a training seed would
+            coded = jpeg(QUALITIES[target] + 3 * seed, subsampling)
+            write_record(
+                results, clip, coded, method=method, sequence=sequence, target=target, seed=seed, **kw
+            )
 
 
 def data_uri_text(uri: str) -> str:
@@ -144,22 +205,41 @@ def chromium_binary() -> str | None:
 class Chromium:
     """One headless page: console errors, uncaught exceptions and dialogs recorded, JS evaluated, screenshots."""
 
-    FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--remote-debugging-port=0", "--window-size=1280,900")
+    FLAGS = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--remote-debugging-port=0",
+        "--window-size=1280,900",
+    )
 
     def __init__(self, binary: str, workdir: Path) -> None:
+        profile = Path(tempfile.mkdtemp(prefix="chromium-profile-", dir=workdir))  # fresh: no stale port file
+        self.ws = None
+        self.log = open(workdir / "chromium.log", "ab")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [binary, *self.FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+        try:
+            self._connect(profile / "DevToolsActivePort", workdir / "chromium.log")
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, port_file: Path, log: Path) -> None:
         import websocket
 
-        profile = workdir / "chromium-profile"
-        self.log = open(workdir / "chromium.log", "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen([binary, *self.FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
-        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + 60
+        deadline = time.monotonic() + 60
         while not (port_file.is_file() and port_file.read_text().strip()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"chromium did not start; see {workdir / 'chromium.log'}")
+                raise RuntimeError(f"chromium did not start; see {log}")
             time.sleep(0.05)
         port = port_file.read_text().split()[0]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as reply:
@@ -198,7 +278,10 @@ class Chromium:
         for event in self.events:
             method, params = event.get("method"), event.get("params", {})
             if method == "Runtime.exceptionThrown":
-                found.append(f"exception: {params['exceptionDetails'].get('text')}")
+                details = params["exceptionDetails"]
+                found.append(
+                    f"exception: {details.get('exception', {}).get('description') or details.get('text')}"
+                )
             elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
                 found.append(f"console.{params['type']}: {[a.get('value') for a in params.get('args', [])]}")
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
@@ -209,14 +292,16 @@ class Chromium:
 
     def screenshot(self, path: Path) -> Path:
         height = min(int(self.evaluate("document.documentElement.scrollHeight")), 16000)
-        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=height, deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride", width=1280, height=height, deviceScaleFactor=1, mobile=False
+        )
         shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
     def close(self) -> None:
-        if getattr(self, "ws", None) is not None:
+        if self.ws is not None:
             self.ws.close()
         self.proc.terminate()
         try:
@@ -268,14 +353,20 @@ def test_report_of_codec_runs_loads_cleanly_in_chromium(codec_results: Path, bro
     gallery = [w for cls, w in images if "gallery-img" in cls]
     assert len(figures_) == 1 and all(w > 300 for w in figures_)
     assert len(gallery) == 1 + 2 * 2 and all(w == 128 for w in gallery)  # source + decode and FLIP per codec
-    bd = browser.evaluate("Array.from(document.querySelectorAll('#bd-table tbody td')).map(c => c.textContent)")
+    bd = browser.evaluate(
+        "Array.from(document.querySelectorAll('#bd-table tbody td')).map(c => c.textContent)"
+    )
     assert bd[3] == "x265" and bd[5] == "n/a" and "anchor: 3 points (BD needs 4)" in bd[7], bd
 
     browser.evaluate("document.querySelector('#points-table th[data-key=psnr]').click()")
     ascending = [float(v) for v in browser.evaluate(f"{COLUMN_JS}('psnr')")]
     browser.evaluate("document.querySelector('#points-table th[data-key=psnr]').click()")
     descending = [float(v) for v in browser.evaluate(f"{COLUMN_JS}('psnr')")]
-    assert ascending == sorted(ascending) and descending == sorted(ascending, reverse=True) and len(ascending) == 6
+    assert (
+        ascending == sorted(ascending)
+        and descending == sorted(ascending, reverse=True)
+        and len(ascending) == 6
+    )
 
     browser.evaluate("document.querySelector('img.gallery-img').click()")
     assert browser.evaluate("document.getElementById('lightbox').hidden") is False
@@ -291,12 +382,25 @@ def test_report_of_codec_runs_loads_cleanly_in_chromium(codec_results: Path, bro
         assert image.width == 1280 and image.height > 900
 
 
-def test_names_are_escaped_as_text(tmp_path: Path, smoke_clip: Clip, jpeg: Callable[[int, int], Coded]) -> None:
+def test_names_are_escaped_as_text(
+    tmp_path: Path, smoke_clip: Clip, jpeg: Callable[[int, int], Coded]
+) -> None:
     results = tmp_path / "results"
-    jpeg_ladder(results, smoke_clip, jpeg, EVIL, 2, sequence=EVIL, targets=(0.6, 1.0))
-    store.write_failure(results, "job-failed", {"key": "job-failed", "method": EVIL, "status": "failed",
-                                               "reason": f"bad {EVIL}", "target_bpp": 0.6, "seed": 0,
-                                               "budget": get_budget("smoke").to_dict(), "sequence": {"name": EVIL}})
+    jpeg_ladder(results, smoke_clip, jpeg, EVIL, 2, sequence=EVIL, targets=(1.0,))
+    store.write_failure(
+        results,
+        "job-failed",
+        {
+            "key": "job-failed",
+            "method": EVIL,
+            "status": "failed",
+            "reason": f"bad {EVIL}",
+            "target_bpp": 0.6,
+            "seed": 0,
+            "budget": get_budget("smoke").to_dict(),
+            "sequence": {"name": EVIL},
+        },
+    )
     html = build_report(results).read_text(encoding="utf-8")
     assert EVIL not in html
     assert html.count("<script") == 1  # the report's own sorting / lightbox script
@@ -306,20 +410,32 @@ def test_names_are_escaped_as_text(tmp_path: Path, smoke_clip: Clip, jpeg: Calla
 
 
 @pytest.mark.browser
-def test_escaped_names_stay_text_in_chromium(tmp_path: Path, smoke_clip: Clip, jpeg: Callable[[int, int], Coded],
-                                              browser: Chromium) -> None:
+def test_escaped_names_stay_text_in_chromium(
+    tmp_path: Path, smoke_clip: Clip, jpeg: Callable[[int, int], Coded], browser: Chromium
+) -> None:
     results = tmp_path / "results"
-    jpeg_ladder(results, smoke_clip, jpeg, EVIL, 2, sequence=EVIL, targets=(0.6, 1.0))
+    jpeg_ladder(results, smoke_clip, jpeg, EVIL, 2, sequence=EVIL, targets=(1.0,))
     browser.open(build_report(results))
     assert browser.evaluate("document.scripts.length") == 1
     assert EVIL in browser.evaluate("document.getElementById('points-table').innerText")
     assert browser.errors() == []
 
 
-def test_seeds_fold_into_mean_and_std(tmp_path: Path, smoke_clip: Clip, jpeg: Callable[[int, int], Coded]) -> None:
+def test_seeds_fold_into_mean_and_std(
+    tmp_path: Path, smoke_clip: Clip, jpeg: Callable[[int, int], Coded]
+) -> None:
     results = tmp_path / "results"
-    jpeg_ladder(results, smoke_clip, jpeg, "jpeg-420", 2, targets=(0.6, 1.0), seeds=2, match="epochs",
-                stats={"parameters": 123456, "nonzeros": 65432})
+    jpeg_ladder(
+        results,
+        smoke_clip,
+        jpeg,
+        "jpeg-420",
+        2,
+        targets=(0.6, 1.0),
+        seeds=2,
+        match="epochs",
+        stats={"parameters": 123456, "nonzeros": 65432},
+    )
     out = build_report(results, tmp_path / "site" / "index.html", anchor="jpeg-420")
     rows = list(csv.DictReader(open(tmp_path / "site" / "points.csv")))
     assert len(rows) == 2 and all(r["n_seeds"] == "2" and r["seeds"] == "0;1" for r in rows)
@@ -329,13 +445,14 @@ def test_seeds_fold_into_mean_and_std(tmp_path: Path, smoke_clip: Clip, jpeg: Ca
     assert float(row["psnr"]) == pytest.approx(np.mean(psnrs))
     assert float(row["psnr_std"]) == pytest.approx(np.std(psnrs, ddof=1)) and float(row["psnr_std"]) > 0
     html = out.read_text(encoding="utf-8")
-    assert " ± " in html and "bars show ± 1 sample std" in html
+    assert '<span class="sd">±' in html and "bars show ± 1 sample std" in html
     assert "123,456" in html and "65,432" in html  # params / non-zeros from the records' stats
     assert "every trained method gets the budget&#39;s 8 epochs" in html
 
 
-def test_bd_against_anchor_and_marks_short_curves(tmp_path: Path, smoke_clip: Clip,
-                                                   jpeg: Callable[[int, int], Coded]) -> None:
+def test_bd_against_anchor_and_marks_short_curves(
+    tmp_path: Path, smoke_clip: Clip, jpeg: Callable[[int, int], Coded]
+) -> None:
     results = tmp_path / "results"
     jpeg_ladder(results, smoke_clip, jpeg, "jpeg-444", 0)
     jpeg_ladder(results, smoke_clip, jpeg, "jpeg-420", 2)
@@ -350,15 +467,25 @@ def test_bd_against_anchor_and_marks_short_curves(tmp_path: Path, smoke_clip: Cl
     assert "has no results here" not in out.read_text(encoding="utf-8")
 
 
-def test_published_overlay_only_where_comparable(tmp_path: Path, smoke_clip: Clip,
-                                                 jpeg: Callable[[int, int], Coded]) -> None:
+def test_published_overlay_only_where_comparable(
+    tmp_path: Path, smoke_clip: Clip, jpeg: Callable[[int, int], Coded]
+) -> None:
     """Full-frame 1920x1080 UVG records get HiNeRV / NeRV overlays (Jockey, UVG average); smaller ones do not."""
     full = {**get_budget("paper").to_dict(), "name": "full"}
     uvg = ["Beauty", "Bosphorus", "HoneyBee", "Jockey", "ReadySteadyGo", "ShakeNDry", "YachtRide"]
     comparable = tmp_path / "comparable"
     for name in uvg:
-        jpeg_ladder(comparable, smoke_clip, jpeg, "jpeg-420", 2, sequence=name, targets=(1.0,), budget=full,
-                    size=(1920, 1080))
+        jpeg_ladder(
+            comparable,
+            smoke_clip,
+            jpeg,
+            "jpeg-420",
+            2,
+            sequence=name,
+            targets=(1.0,),
+            budget=full,
+            size=(1920, 1080),
+        )
     html = build_report(comparable).read_text(encoding="utf-8")
     svgs = figure_svgs(html)
     assert len(svgs) == 8  # 7 sequences and their average
@@ -375,22 +502,47 @@ def test_published_overlay_only_where_comparable(tmp_path: Path, smoke_clip: Cli
     assert "this run coded 128x72, on a subset of the frames" in html
 
 
-def test_failed_and_skipped_jobs_with_reasons(tmp_path: Path, smoke_clip: Clip,
-                                              jpeg: Callable[[int, int], Coded]) -> None:
+def test_failed_and_skipped_jobs_with_reasons(
+    tmp_path: Path, smoke_clip: Clip, jpeg: Callable[[int, int], Coded]
+) -> None:
     results = tmp_path / "results"
     jpeg_ladder(results, smoke_clip, jpeg, "jpeg-420", 2, targets=(0.6,))
-    base = {"method": "nerv-dense", "seed": 0, "target_bpp": 0.05, "budget": get_budget("smoke").to_dict(),
-            "sequence": {"name": "bunny"}}
-    store.write_failure(results, "a", {**base, "key": "a", "status": "failed", "stage": "fit",
-                                       "reason": "loss became NaN at step 12"})
-    store.write_failure(results, "b", {**base, "key": "b", "status": "skipped", "stage": "plan",
-                                       "reason": "no configuration reaches 0.05 bpp"})
+    base = {
+        "method": "nerv-dense",
+        "seed": 0,
+        "target_bpp": 0.05,
+        "budget": get_budget("smoke").to_dict(),
+        "sequence": {"name": "bunny"},
+    }
+    store.write_failure(
+        results,
+        "a",
+        {**base, "key": "a", "status": "failed", "stage": "fit", "reason": "loss became NaN at step 12"},
+    )
+    store.write_failure(
+        results,
+        "b",
+        {
+            **base,
+            "key": "b",
+            "status": "skipped",
+            "stage": "plan",
+            "reason": "no configuration reaches 0.05 bpp",
+        },
+    )
     args = Namespace(results=str(results), out=None, anchor="nerv-dense")
     assert report_command(args) == 0
     html = (results / "report.html").read_text(encoding="utf-8")
     assert "loss became NaN at step 12" in html and "no configuration reaches 0.05 bpp" in html
     md = (results / "summary.md").read_text()
     assert "1 failed, 1 skipped" in md and "| failed | nerv-dense | bunny | 0.05 | 0 | loss became NaN" in md
+
+    only_failures = tmp_path / "only-failures"
+    store.write_failure(
+        only_failures, "a", {**base, "key": "a", "status": "failed", "reason": "out of memory"}
+    )
+    html = build_report(only_failures).read_text(encoding="utf-8")
+    assert "No finished job in these results" in html and "out of memory" in html
 
 
 def test_missing_results_is_a_one_line_error(tmp_path: Path) -> None:
@@ -411,3 +563,19 @@ def test_wide_gallery_frames_are_embedded_downscaled(tmp_path: Path, bunny_path:
         assert shrunk and image.size == (960, 540)
     uri, shrunk = png_data_uri(tmp_path / "small.png")
     assert not shrunk and base64.b64decode(uri.split(",", 1)[1]) == (tmp_path / "small.png").read_bytes()
+
+
+def test_one_view_per_matching_protocol_with_codecs_in_each(
+    tmp_path: Path, smoke_clip: Clip, jpeg: Callable[[int, int], Coded]
+) -> None:
+    results = tmp_path / "results"
+    for match in ("epochs", "time"):
+        jpeg_ladder(results, smoke_clip, jpeg, "trained", 2, targets=(1.0,), match=match)
+    jpeg_ladder(results, smoke_clip, jpeg, "codec", 0, targets=(1.0,))
+    html = build_report(results).read_text(encoding="utf-8")
+    assert (
+        "bunny · budget smoke · matching: epochs" in html and "bunny · budget smoke · matching: time" in html
+    )
+    assert "every trained method gets 4 s of training on the same hardware" in html
+    assert all("codec" in svg for svg in figure_svgs(html)) and len(figure_svgs(html)) == 2
+    assert "trained (epochs)" in html and "trained (time)" in html  # gallery labels tell the two apart
