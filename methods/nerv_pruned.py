@@ -1,0 +1,542 @@
+"""Trained sparse (pruned) NeRV (Chen et al., NeurIPS 2021): the pruned baseline of the study.
+
+Training follows NeRV's pruning recipe: train the dense network, prune it once (one-shot) by global
+unstructured magnitude over every stem and conv weight (biases stay), then fine-tune with the mask fixed.
+The mask lives in the layers as a buffer and multiplies the weight in every forward pass, so a pruned weight
+is exactly zero in the network and gets no gradient; it is also zeroed in the parameter itself, and a fresh
+Adam (zero moments) never moves a weight whose gradient is always zero. The surviving weights and the dense
+biases are then quantized and range coded with `methods.coding`, as nerv-dense codes its weights.
+
+The positions of the survivors are part of the stream. NeRV's own code never charged them; here the
+zero/non-zero map is range coded with the measured keep fraction (the kept count is in the header) as its
+known probability, and appears in the bit breakdown as the ``positions`` section, about n x H_b(keep) bits.
+One global probability, not one per layer: on Bunny at the cpu budget, per-layer keep fractions saved only
+4-5 % of the position bits (< 1 % of the stream), about what the per-layer framing would cost back.
+
+Defaults: sparsity p = 0.4, the prune ratio of NeRV's pruning command; the budget's epochs (or time limit)
+are split 80 % dense / 20 % fine-tuning. NeRV fine-tuned 50 (paper) or 100 (its pruning command) epochs
+after 300-1200 dense ones, a smaller share than short budgets can afford. On 16 Bunny frames at 180x320,
+0.1 bpp, 60 epochs (one seed): fine-tuning shares 0.1 / 0.2 / 0.3 decoded at 22.26 / 22.31 / 22.36 dB, a
+single epoch of recovery at 21.60 dB. The fine-tuning restarts NeRV's schedule without warm-up (its pruning
+command sets ``--warmup 0``; a 20 % warm-up measured 22.27 dB): cosine from the full learning rate to 0.
+
+Sizing for the rate: predicted size = kept weights x coded bits per weight (nerv-dense's calibration) +
+n x H_b(1 - p) position bits + biases at `bits` each (measured 8.0-8.3 bits) + side information + framing.
+The shape rule is nerv-dense's (`methods.nerv_dense.size_network`), asked for the dense rate whose shape
+meets this prediction. After training, rate control fits the quantizer's level count to what the planned size
+leaves once the positions are coded, so the stream lands on the target like nerv-dense's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench import bitstream
+from bench.budgets import Budget
+from bench.contract import Clip, Context, Method, SeqInfo
+from bench.errors import BitstreamError, MethodError
+from methods import coding, nerv_dense
+from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, count_parameters, parameter_shapes
+from methods.nerv_dense import (
+    BITS_PER_WEIGHT_AT_8,
+    CODER_SLACK_BITS,
+    MAX_FRAMES,
+    MAX_PARAMETERS,
+    MAX_SIDE,
+    RATE_TOLERANCE,
+    SIDE_BITS_PER_TENSOR,
+    TIMED_EPOCHS,
+    NeRVDenseConfig,
+    render_weights,
+)
+from methods.training import TrainResult, train
+
+POSITION_SLACK_BITS = 64  # the positions' range coder ends on up to two 32-bit words
+SIZE_AIM = 0.01  # stop sizing when the predicted size is within 1 % of the target
+SIZING_ROUNDS = 8
+SHAPE_FIELDS = (
+    "stem_dims",
+    "fc_dim",
+    "lower_width",
+    "expansion",
+    "reduction",
+    "embed_base",
+    "embed_levels",
+    "activation",
+    "stem_per_frame",
+    "start",
+    "strides",
+    "width",
+)
+
+
+@dataclass(frozen=True)
+class NeRVPrunedConfig:
+    """Hyper-parameters; `plan` fills in the sized shape, the strides and the budget's schedule."""
+
+    # Base shape, scaled by `plan` exactly as nerv-dense scales its own (same defaults).
+    stem_dims: tuple[int, ...] = (512,)
+    fc_dim: int = 26  # C0
+    lower_width: int = 48
+    expansion: float = 1.0
+    reduction: int = 2
+    embed_base: float = 1.25
+    embed_levels: int = 40
+    activation: str = "gelu"
+    stem_per_frame: float = 0.5  # last stem width at most this x frames (0: no cap)
+    start: tuple[int, int] = (9, 16)
+    strides: tuple[int, ...] = ()  # empty: chosen from the clip size
+    width: float = 1.0  # conv width factor relative to the base shape (set by `plan`)
+    sparsity: float = 0.4  # fraction of stem/conv weights pruned (NeRV's prune ratio 0.4)
+    finetune_fraction: float = 0.2  # share of the epochs (or of the time limit) spent fine-tuning
+    finetune_warmup: float = 0.0  # warm-up of the fine-tuning schedule (NeRV's pruning command: 0)
+    bits: int = 8  # nominal quantization bits (NeRV: 8); the plan's size model assumes them
+    rate_control: bool = True  # tune the level count so the stream lands on `target_bpp`
+    target_bpp: float | None = None  # set by `plan`
+    loss: str = "mse"  # "mse" or "nerv" (0.7 L1 + 0.3 (1 - SSIM))
+    epochs: int | None = None  # None: the budget's (dense + fine-tuning)
+    lr: float | None = None  # None: the budget's
+    batch_size: int | None = None  # None: the budget's
+    warmup: float = 0.2  # warm-up of the dense schedule
+
+    def __post_init__(self) -> None:
+        for name in ("stem_dims", "start", "strides"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+
+    def validate(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise MethodError(
+                f"nerv-pruned sparsity must be in [0, 1), got {self.sparsity}; set it to e.g. 0.4"
+            )
+        if not 0.0 <= self.finetune_fraction < 1.0:
+            raise MethodError(
+                f"nerv-pruned finetune_fraction must be in [0, 1), got {self.finetune_fraction}; e.g. 0.2"
+            )
+
+    def dense_shape(self) -> NeRVDenseConfig:
+        """The same shape as a nerv-dense config, for its sizing rule."""
+        return NeRVDenseConfig(**{name: getattr(self, name) for name in SHAPE_FIELDS}, bits=self.bits)
+
+    def architecture(self) -> NeRVConfig:
+        return self.dense_shape().architecture()
+
+    def epoch_split(self, total: int) -> tuple[int, int]:
+        """(dense, fine-tuning) epochs out of `total`; at least one of each when fine-tuning at all."""
+        if self.sparsity == 0 or self.finetune_fraction == 0 or total < 2:
+            return total, 0
+        tune = min(total - 1, max(1, round(total * self.finetune_fraction)))
+        return total - tune, tune
+
+
+@dataclass
+class NeRVPrunedState:
+    config: NeRVPrunedConfig
+    weights: dict[str, torch.Tensor]  # float32 on the CPU, zero where pruned, in the generator's order
+    masks: dict[str, torch.Tensor]  # bool, True where a weight survives (stem/conv weights only)
+    num_frames: int
+    dense: TrainResult
+    finetune: TrainResult | None
+    coding: dict[str, Any] = field(default_factory=dict)  # filled by `encode`
+
+
+# --- masked layers and pruning ------------------------------------------------------------------------------
+
+
+class MaskedLinear(nn.Linear):
+    """A Linear whose weight is multiplied by a fixed 0/1 mask (all ones until pruned)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer("mask", torch.ones_like(self.weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A Conv2d whose weight is multiplied by a fixed 0/1 mask (all ones until pruned)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer("mask", torch.ones_like(self.weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
+def build_generator(arch: NeRVConfig) -> NeRVGenerator:
+    """The NeRV generator with maskable layers; its parameters and their init are the plain generator's."""
+    return NeRVGenerator(arch, linear_layer=MaskedLinear, conv_layer=MaskedConv2d)
+
+
+def prunable(names: Iterable[str]) -> list[str]:
+    """The parameters pruning applies to: every stem and conv weight (the head is a conv), no bias."""
+    return [name for name in names if name.endswith(".weight")]
+
+
+def kept_count(total: int, sparsity: float) -> int:
+    """How many of `total` weights survive pruning to `sparsity` (at least one)."""
+    return max(1, total - round(sparsity * total))
+
+
+def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """Global unstructured magnitude pruning: keep the largest |w| over all prunable tensors together.
+
+    Exactly `kept_count` weights survive; a stable sort breaks ties by position, so the mask is a
+    function of the weights alone.
+    """
+    names = prunable(weights)
+    flat = torch.cat([weights[n].detach().reshape(-1).abs().cpu() for n in names])
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[torch.argsort(flat, descending=True, stable=True)[: kept_count(flat.numel(), sparsity)]] = True
+    masks, offset = {}, 0
+    for n in names:
+        size = weights[n].numel()
+        masks[n] = keep[offset : offset + size].reshape(weights[n].shape)
+        offset += size
+    return masks
+
+
+@torch.no_grad()
+def apply_masks(model: NeRVGenerator, masks: dict[str, torch.Tensor]) -> None:
+    """Fix the masks in the model's layers and zero the pruned weights themselves."""
+    for name, mask in masks.items():
+        layer = model.get_submodule(name.rsplit(".", 1)[0])
+        layer.mask.copy_(mask)
+        layer.weight.mul_(layer.mask)
+
+
+@torch.no_grad()
+def effective_weights(model: NeRVGenerator) -> dict[str, torch.Tensor]:
+    """The weights the network computes with (weight x mask), float32 on the CPU, standard layout."""
+    out = {}
+    for name, param in model.named_parameters():
+        layer = model.get_submodule(name.rsplit(".", 1)[0])
+        value = param * layer.mask if name.endswith(".weight") else param
+        out[name] = value.detach().to("cpu", torch.float32).contiguous()
+    return out
+
+
+# --- the stream -----------------------------------------------------------------------------------------------
+
+
+def _header(arch: NeRVConfig, levels: int, kept: int, height: int, width: int, frames: int) -> dict[str, Any]:
+    return {
+        "arch": dataclasses.asdict(arch),
+        "coding": {"levels": levels},
+        "pruning": {"kept": kept},
+        "width": width,
+        "height": height,
+        "frames": frames,
+    }
+
+
+def _framing_bits(arch: NeRVConfig, levels: int, kept: int, height: int, width: int, frames: int) -> int:
+    """Container and header bits of a stream (everything but the three sections' payloads)."""
+    empty = {"positions": b"", "weights": b"", "side": b""}
+    header = _header(arch, levels, kept, height, width, frames)
+    return 8 * len(bitstream.pack("nerv-pruned", NeRVPruned.version, header, empty))
+
+
+def binary_entropy(q: float) -> float:
+    """H_b(q) in bits: the cost per weight of a 0/1 map whose ones have frequency q."""
+    return 0.0 if q <= 0 or q >= 1 else -(q * math.log2(q) + (1 - q) * math.log2(1 - q))
+
+
+def predicted_bits(
+    arch: NeRVConfig, sparsity: float, bits: int, height: int, width: int, frames: int
+) -> float:
+    """Expected stream size: survivors + positions + dense biases + side information + framing."""
+    shapes = parameter_shapes(arch)
+    weights = sum(math.prod(shapes[n]) for n in prunable(shapes))
+    biases = sum(math.prod(s) for s in shapes.values()) - weights
+    kept = kept_count(weights, sparsity)
+    survivors = kept * BITS_PER_WEIGHT_AT_8 * bits / 8
+    positions = weights * binary_entropy(kept / weights) + POSITION_SLACK_BITS
+    side = SIDE_BITS_PER_TENSOR * len(shapes)
+    framing = _framing_bits(arch, (1 << bits) - 1, kept, height, width, frames)
+    return survivors + positions + biases * bits + side + framing + CODER_SLACK_BITS
+
+
+@dataclass
+class CodedNetwork:
+    """A coded state: the container's sections and header, and the network the decoder will rebuild."""
+
+    sections: dict[str, bytes]
+    header: dict[str, Any]
+    weights: dict[str, torch.Tensor]  # dequantized, exactly zero where pruned
+    stats: dict[str, Any]
+
+
+def _scatter(masks: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Full weight tensors: the survivors in `values` (flattened order) at the mask's ones, zero elsewhere."""
+    out = {}
+    for name, mask in masks.items():
+        full = torch.zeros(mask.numel(), dtype=torch.float32)
+        if name in values:
+            full[mask.reshape(-1)] = values[name]
+        out[name] = full.reshape(mask.shape)
+    return out
+
+
+def code_network(state: NeRVPrunedState) -> CodedNetwork:
+    """Positions, then survivors and biases quantized at the level count rate control allows."""
+    cfg = state.config
+    arch = cfg.architecture()
+    height, width = arch.output_size
+    names = list(parameter_shapes(arch))
+    bitmap = torch.cat([state.masks[n].reshape(-1) for n in prunable(names)])
+    total, kept = bitmap.numel(), int(bitmap.sum())
+    frequencies = np.array([total - kept, kept], dtype=np.float64)
+    positions = coding.encode_symbols(bitmap.numpy().astype(np.int32), 2, frequencies)
+    named: dict[str, torch.Tensor] = {}
+    for name in names:
+        if name in state.masks:
+            survivors = state.weights[name].reshape(-1)[state.masks[name].reshape(-1)]
+            if survivors.numel():  # a layer pruned away entirely codes nothing
+                named[name] = survivors
+        else:
+            named[name] = state.weights[name]
+    levels = (1 << cfg.bits) - 1
+    if cfg.rate_control and cfg.target_bpp is not None:
+        target = cfg.target_bpp * state.num_frames * height * width
+        framing = _framing_bits(arch, coding.MAX_LEVELS, kept, height, width, state.num_frames)
+        levels = coding.fit_levels(named, target - framing - CODER_SLACK_BITS - 8 * len(positions))
+    coded = coding.encode_tensors(named, levels=levels)
+    weights = {**coded.dequantized, **_scatter(state.masks, coded.dequantized)}
+    weights = {name: weights[name] for name in names}
+    stats = {k: v for k, v in coded.stats.items() if k != "tensors"}
+    stats.update(
+        position_bits=8 * len(positions),
+        position_entropy_bits=round(total * binary_entropy(kept / total), 1),
+        kept_weights=kept,
+        prunable_weights=total,
+        nonzeros=sum(int(torch.count_nonzero(w)) for w in weights.values()),
+    )
+    header = _header(arch, levels, kept, height, width, state.num_frames)
+    return CodedNetwork({"positions": positions, **coded.sections}, header, weights, stats)
+
+
+def decode_weights(data: bytes) -> tuple[NeRVConfig, dict[str, torch.Tensor], int]:
+    """(architecture, the decoded network's weights, frame count) from a stream's bytes alone."""
+    stream = bitstream.unpack(data, expect_method=NeRVPruned.name)
+    arch, kept, frames = _read_header(stream.header)
+    shapes = parameter_shapes(arch)
+    names = prunable(shapes)
+    total = sum(math.prod(shapes[n]) for n in names)
+    frequencies = np.array([total - kept, kept], dtype=np.float64)
+    bitmap = coding.decode_symbols(stream.section("positions"), total, 2, frequencies)
+    if int(bitmap.sum()) != kept:
+        raise BitstreamError("nerv-pruned stream's positions do not match its kept count; re-encode it")
+    masks, offset = {}, 0
+    for name in names:
+        size = math.prod(shapes[name])
+        masks[name] = torch.from_numpy(bitmap[offset : offset + size].astype(bool)).reshape(shapes[name])
+        offset += size
+    coded_shapes = {}
+    for name, shape in shapes.items():
+        if name not in masks:
+            coded_shapes[name] = shape
+        elif masks[name].any():
+            coded_shapes[name] = (int(masks[name].sum()),)
+    values = coding.decode_tensors(stream.sections, stream.header["coding"], coded_shapes)
+    weights = {**values, **_scatter(masks, values)}
+    return arch, {name: weights[name] for name in shapes}, frames
+
+
+def _read_header(header: dict[str, Any]) -> tuple[NeRVConfig, int, int]:
+    """The architecture, kept count and frame count, checked for sanity before anything is allocated."""
+    try:
+        width, height, frames = int(header["width"]), int(header["height"]), int(header["frames"])
+        arch_fields = dict(header["arch"])
+        if set(arch_fields) != {f.name for f in dataclasses.fields(NeRVConfig)}:
+            raise ValueError
+        if not isinstance(header["coding"], dict):
+            raise ValueError
+        kept = header["pruning"]["kept"]
+        if not isinstance(kept, int) or isinstance(kept, bool):
+            raise ValueError
+        arch = NeRVConfig(**arch_fields)
+        arch.validate()
+    except (KeyError, TypeError, ValueError, MethodError):
+        raise BitstreamError("nerv-pruned stream header is malformed; re-encode it") from None
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and 0 < frames <= MAX_FRAMES):
+        raise BitstreamError(f"nerv-pruned stream header has an implausible size {width}x{height}x{frames}")
+    if max((*arch.stem_dims, arch.fc_dim, arch.lower_width, arch.embed_levels, *arch.strides)) > MAX_SIDE:
+        raise BitstreamError("nerv-pruned stream header describes an implausibly wide network; re-encode it")
+    if count_parameters(arch) > MAX_PARAMETERS or arch.output_size != (height, width):
+        raise BitstreamError(
+            "nerv-pruned stream header's network does not match its frame size; re-encode it"
+        )
+    shapes = parameter_shapes(arch)
+    total = sum(math.prod(shapes[n]) for n in prunable(shapes))
+    if not 1 <= kept <= total:
+        raise BitstreamError(f"nerv-pruned stream header keeps {kept} of {total} weights; re-encode it")
+    return arch, kept, frames
+
+
+# --- sizing ----------------------------------------------------------------------------------------------------
+
+
+def size_network(base: NeRVPrunedConfig, info: SeqInfo, target_bpp: float) -> NeRVPrunedConfig:
+    """The shape whose predicted pruned size meets the target, by nerv-dense's shape rule.
+
+    nerv-dense's `size_network` maps a dense rate to a shape; the dense rate is rescaled by the ratio of
+    target to predicted pruned size until the prediction lands within 1 % (a few rounds: the two size
+    models are nearly proportional). Tiny networks come in coarse steps (about 10 % apart at the smoke
+    size), so the closest shape within 5 % is accepted and rate control absorbs the rest.
+    """
+    base.validate()
+    target = target_bpp * info.pixels
+
+    def predicted(cfg: NeRVPrunedConfig) -> float:
+        return predicted_bits(
+            cfg.architecture(), cfg.sparsity, cfg.bits, info.height, info.width, info.num_frames
+        )
+
+    grid = (base.start, base.strides) if base.strides else choose_grid(info.height, info.width, base.start)
+    ones = tuple(1 for _ in base.stem_dims)
+    smallest = dataclasses.replace(
+        base, stem_dims=ones, fc_dim=1, lower_width=1, start=grid[0], strides=grid[1]
+    )
+    if predicted(smallest) > target * (1 + RATE_TOLERANCE / 2):
+        raise MethodError(
+            f"nerv-pruned cannot reach {target_bpp:g} bpp on {info.width}x{info.height}x{info.num_frames}: "
+            f"its smallest network codes to about {predicted(smallest) / info.pixels:.3g} bpp; "
+            "choose a higher target"
+        )
+    dense_bpp, best = target_bpp, None
+    for _ in range(SIZING_ROUNDS):
+        try:
+            shaped = nerv_dense.size_network(base.dense_shape(), info, dense_bpp)
+        except MethodError:
+            break
+        shape = {name: getattr(shaped, name) for name in SHAPE_FIELDS}
+        cfg = dataclasses.replace(base, **{**shape, "width": float(shaped.width)})
+        bits = predicted(cfg)
+        if best is None or abs(bits / target - 1) < abs(best[0] / target - 1):
+            best = (bits, cfg)
+        if abs(bits / target - 1) <= SIZE_AIM:
+            break
+        dense_bpp *= target / bits
+    if best is None or abs(best[0] / target - 1) > RATE_TOLERANCE / 2:
+        raise MethodError(
+            f"nerv-pruned found no network within 5 % of {target_bpp:g} bpp on this clip; try a nearby target"
+        )
+    return best[1]
+
+
+# --- the method ------------------------------------------------------------------------------------------------
+
+
+class NeRVPruned(Method):
+    name = "nerv-pruned"
+    version = "1"
+    description = (
+        "trained NeRV, magnitude-pruned and fine-tuned; survivors 8-bit range coded, positions charged"
+    )
+    Config = NeRVPrunedConfig
+    rate_ladder: ClassVar[tuple[float, ...]] = (0.05, 0.1, 0.2)
+    trains = True
+
+    def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> NeRVPrunedConfig:
+        base = self.default_config()
+        sized = size_network(base, clip.info, target_bpp)
+        return dataclasses.replace(
+            sized,
+            epochs=base.epochs if base.epochs is not None else budget.epochs,
+            lr=base.lr if base.lr is not None else budget.lr,
+            batch_size=base.batch_size if base.batch_size is not None else budget.batch_size,
+            warmup=budget.warmup,
+            target_bpp=target_bpp,
+        )
+
+    def fit(self, frames: np.ndarray, config: NeRVPrunedConfig, ctx: Context) -> NeRVPrunedState:
+        config.validate()
+        arch = config.architecture()
+        if arch.output_size != tuple(frames.shape[1:3]):
+            raise MethodError(
+                f"nerv-pruned config renders {arch.output_size[1]}x{arch.output_size[0]} but the clip is "
+                f"{frames.shape[2]}x{frames.shape[1]}; plan the config on this clip"
+            )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            model = build_generator(arch)  # initialised on the CPU: the same weights on every device
+        dense_epochs, tune_epochs = config.epoch_split(config.epochs or ctx.budget.epochs)
+        limit = ctx.time_limit_s
+        share = config.finetune_fraction if tune_epochs else 0.0
+        common = {
+            "lr": config.lr or ctx.budget.lr,
+            "batch_size": config.batch_size or ctx.budget.batch_size,
+            "loss": config.loss,
+        }
+        checkpoint = ctx.checkpoint_path()
+        dense = train(
+            model,
+            frames,
+            ctx,
+            epochs=TIMED_EPOCHS if limit else dense_epochs,
+            warmup=config.warmup,
+            time_limit_s=limit * (1 - share) if limit else None,
+            checkpoint=checkpoint.with_name("dense.pt"),
+            desc="nerv-pruned dense",
+            **common,
+        )
+        masks = magnitude_masks(dict(model.named_parameters()), config.sparsity)
+        apply_masks(model, masks)
+        tuned = None
+        if tune_epochs:
+            tuned = train(
+                model,
+                frames,
+                ctx,
+                epochs=TIMED_EPOCHS if limit else tune_epochs,
+                warmup=config.finetune_warmup,
+                time_limit_s=limit * share if limit else None,
+                checkpoint=checkpoint.with_name("finetune.pt"),
+                desc="nerv-pruned fine-tune",
+                **common,
+            )
+        return NeRVPrunedState(config, effective_weights(model), masks, int(frames.shape[0]), dense, tuned)
+
+    def encode(self, state: NeRVPrunedState) -> bytes:
+        coded = code_network(state)
+        state.coding = coded.stats
+        return bitstream.pack(self.name, self.version, coded.header, coded.sections)
+
+    def decode(self, data: bytes, info: SeqInfo, ctx: Context) -> np.ndarray:
+        arch, weights, frames = decode_weights(data)
+        return render_weights(arch, weights, frames, ctx.device).numpy()
+
+    def stats(self, state: NeRVPrunedState) -> dict[str, Any]:
+        coded = state.coding or code_network(state).stats
+        dense, tuned = state.dense, state.finetune
+        last = tuned or dense
+        return {
+            "parameters": count_parameters(state.config.architecture()),
+            "nonzeros": coded["nonzeros"],  # of the decoded network, biases included
+            "sparsity": round(1 - coded["kept_weights"] / coded["prunable_weights"], 6),
+            "kept_weights": coded["kept_weights"],
+            "prunable_weights": coded["prunable_weights"],
+            "position_bits": coded["position_bits"],
+            "stem_dims": list(state.config.stem_dims),
+            "fc_dim": state.config.fc_dim,
+            "lower_width": state.config.lower_width,
+            "dense_epochs": dense.epochs,
+            "dense_psnr": round(dense.psnr, 3),
+            "finetune_epochs": tuned.epochs if tuned else 0,
+            "steps": dense.steps + (tuned.steps if tuned else 0),
+            "train_seconds": round(dense.seconds + (tuned.seconds if tuned else 0), 2),
+            "train_psnr": round(last.psnr, 3),
+            "train_loss": last.loss,
+            "coding": coded,
+        }
