@@ -1,0 +1,819 @@
+"""Hierarchical supermasks on a random, never-trained NeRV (the seed paper's method), and their adapter.
+
+Every weight layer holds a fixed random weight `w` and bias (regenerated from a seed, never stored) and a
+trained score `s` per weight. N nested masks keep the top k_1 > ... > k_N fraction of |s| in each layer,
+recomputed at every step; the level ``lambda = sum_n mask_n`` in {0..N} of a weight sets its value
+``W = w * sum_n alpha_n mask_n = w * (alpha_1 + ... + alpha_lambda)``. Scores get the straight-through
+gradient of every mask they pass.
+
+Where the scale lives: the buffer ``weight`` is only the random direction, with unit second moment
+(``sign(w0)`` = +-1 by default, or ``w0 ~ N(0, 1)``). A layer's scale constant ``c`` lives in its alphas:
+either Okoshi et al.'s ``sqrt(2 / (fan_in k_1))`` or the variance-preserving ``sqrt(2 / fan_in) /
+sqrt(E[lambda^2])``. Fixed scales (Okoshi et al.'s multicoated supermasks, the baseline): ``alpha_n = c``
+for every level, a constant buffer. Learned scales (the paper): ``alpha_n = c * theta_n`` ("direct") or
+``c * exp(theta_n)`` ("log") with trained ``theta`` starting at the fixed model, so the alpha learning rate
+is relative to ``c`` and means the same in every layer.
+
+The level distribution p = (1 - k_1, k_1 - k_2, ..., k_N) is known before training, so the coded mask costs
+H(p) bits per weight (range coded with those frequencies) and a network is sized for a rate exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench import bitstream
+from bench.budgets import Budget
+from bench.contract import Clip, Context, Method, SeqInfo
+from bench.errors import BitstreamError, MethodError
+from methods import coding
+from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, parameter_shapes, render
+from methods.training import TrainResult, train
+
+SCALE_MODES = ("fixed", "learned")
+WEIGHT_INITS = ("signed", "normal")  # sign(w0) * c, or w0 * c with w0 ~ N(0, 1)
+SCALE_RULES = ("variance", "okoshi")  # sqrt(2 / fan_in) / sqrt(E[lambda^2]), or sqrt(2 / (fan_in k_1))
+ALPHA_PARAMS = ("direct", "log")  # learned alpha_n = c * theta_n, or c * exp(theta_n)
+
+
+# --- mask settings and the level distribution -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """Everything a masked layer needs besides its shape and seed."""
+
+    densities: tuple[float, ...] = (0.3, 0.1, 0.03)  # k_1 > ... > k_N: fraction of weights in mask n
+    scale_mode: str = "fixed"
+    weight_init: str = "signed"
+    scale_rule: str = "variance"
+    alpha_param: str = "direct"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "densities", tuple(float(k) for k in self.densities))
+        self.validate()
+
+    def validate(self) -> None:
+        k = self.densities
+        problems = []
+        if not k or not all(1 > a > b for a, b in zip(k, k[1:] + (0.0,), strict=True)):
+            problems.append(f"densities {list(k)} must be strictly decreasing inside (0, 1)")
+        for name, value, options in (
+            ("scale_mode", self.scale_mode, SCALE_MODES),
+            ("weight_init", self.weight_init, WEIGHT_INITS),
+            ("scale_rule", self.scale_rule, SCALE_RULES),
+            ("alpha_param", self.alpha_param, ALPHA_PARAMS),
+        ):
+            if value not in options:
+                problems.append(f"{name} '{value}' is not one of {', '.join(options)}")
+        if problems:
+            raise MethodError(f"invalid supermask settings: {'; '.join(problems)}")
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.densities)
+
+    def level_probabilities(self) -> np.ndarray:
+        """p_l = P(lambda = l) for l = 0..N: (1 - k_1, k_1 - k_2, ..., k_N)."""
+        k = np.array((1.0, *self.densities, 0.0))
+        return k[:-1] - k[1:]
+
+    def entropy_bits(self) -> float:
+        """H(p): coded bits per masked weight."""
+        p = self.level_probabilities()
+        return float(-(p * np.log2(p)).sum())
+
+    def mean_square_level(self) -> float:
+        """E[lambda^2] over the level distribution."""
+        p = self.level_probabilities()
+        return float((np.arange(p.size) ** 2 * p).sum())
+
+    def scale(self, fan_in: int) -> float:
+        """The layer's scale constant c (alpha_n at initialisation)."""
+        if self.scale_rule == "okoshi":
+            return math.sqrt(2.0 / (fan_in * self.densities[0]))
+        return math.sqrt(2.0 / fan_in) / math.sqrt(self.mean_square_level())
+
+
+def kept_counts(numel: int, densities: tuple[float, ...]) -> tuple[int, ...]:
+    """K_n = round(k_n * numel): weights in mask n of a layer (non-increasing, so the masks nest)."""
+    return tuple(min(numel, int(round(k * numel))) for k in densities)
+
+
+def layer_seed(seed: int, index: int, stream: int) -> int:
+    """A 63-bit seed for one layer's random stream (0: weights and bias, 1: score init), platform-independent."""
+    state = np.random.SeedSequence(entropy=seed, spawn_key=(index, stream)).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+# --- the hot path: thresholds, levels, effective weights --------------------------------------------------
+
+
+def select_thresholds(magnitudes: torch.Tensor, counts: tuple[int, ...]) -> torch.Tensor:
+    """For each level n, the counts[n]-th largest magnitude (+inf when a level keeps nothing), ascending.
+
+    One selection per layer, no sort. On the CPU: partition the layer once at the k_1 statistic, then only
+    the part above it at k_2, and so on (numpy's single-pivot partition is SIMD-fast, about 20x its own
+    multi-pivot call); elsewhere one sorted top-k_1.
+    """
+    flat = magnitudes.reshape(-1)
+    n = flat.numel()
+    kept = [k for k in counts if k > 0]
+    picked = torch.full((len(counts),), math.inf, dtype=flat.dtype, device=flat.device)
+    if not kept:
+        return picked
+    if flat.device.type == "cpu":
+        positions = [n - k for k in kept]  # ascending: counts do not increase
+        part = np.partition(flat.numpy(), positions[0])
+        values, base = [part[positions[0]]], 0
+        for previous, position in zip(positions[:-1], positions[1:], strict=True):
+            if position == previous:
+                values.append(values[-1])
+                continue
+            part, base = part[previous + 1 - base :], previous + 1  # a view: the entries above `previous`
+            part.partition(position - base)
+            values.append(part[position - base])
+        picked[: len(kept)] = torch.from_numpy(np.array(values, dtype=np.float32))
+    else:
+        top = torch.topk(flat, kept[0], sorted=True).values
+        picked[: len(kept)] = top[torch.tensor([k - 1 for k in kept], device=flat.device)]
+    return picked
+
+
+def levels_from_thresholds(magnitudes: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """lambda = number of thresholds each magnitude reaches, as uint8 (the nested masks, summed)."""
+    levels = (magnitudes >= thresholds[0]).to(torch.uint8)
+    for t in thresholds[1:]:
+        levels += magnitudes >= t
+    return levels
+
+
+def apply_levels(weight: torch.Tensor, levels: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """W = w * (alpha_1 + ... + alpha_lambda): the one definition used by training and decoding alike."""
+    table = torch.cat((alphas.new_zeros(1), alphas.cumsum(0)))
+    out = weight * torch.take(table, levels.long())  # take: several times faster than indexing on the CPU
+    # A conv's kernel follows the weight's memory layout and rounds differently in each: pin one layout (the
+    # training loop's), whatever the layout of the buffers, so that a decoder renders bit-identically.
+    return out.contiguous(memory_format=torch.channels_last) if out.dim() == 4 else out
+
+
+class _HierarchicalMask(torch.autograd.Function):
+    """Effective weight from scores and alphas; straight-through gradient to the scores."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, scores: torch.Tensor, alphas: torch.Tensor, weight: torch.Tensor, counts: tuple[int, ...]
+    ):
+        magnitudes = scores.detach().abs()
+        levels = levels_from_thresholds(magnitudes, select_thresholds(magnitudes, counts))
+        ctx.save_for_backward(scores, alphas, weight, levels)  # levels as uint8: 1 byte a weight
+        return apply_levels(weight, levels, alphas)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        scores, alphas, weight, levels = ctx.saved_tensors
+        through = grad * weight  # dL/dmask_n = through * alpha_n for every mask n
+        grad_scores = grad_alphas = None
+        if ctx.needs_input_grad[1]:
+            per_level = through.new_zeros(alphas.numel() + 1).index_add_(
+                0, levels.reshape(-1).long(), through.reshape(-1)
+            )
+            grad_alphas = per_level.flip(0).cumsum(0).flip(0)[1:]  # dW/d alpha_n = w * [lambda >= n]
+        if ctx.needs_input_grad[0]:
+            # Each of the N masks passes its gradient straight to |s|, then through the abs.
+            grad_scores = through.mul_(scores.sign()).mul_(alphas.sum())
+        return grad_scores, grad_alphas, None, None
+
+
+# --- masked layers ----------------------------------------------------------------------------------------
+
+
+class MaskedLayer(nn.Module):
+    """Shared state of `MaskedLinear` and `MaskedConv2d`: random buffers, scores, alphas, the level code.
+
+    In training the levels come from the scores at every forward; after `load_code` they come from a
+    stored level map and stored alphas (the decoder's path), through the same `apply_levels`.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    levels: torch.Tensor | None
+    coded_alphas: torch.Tensor | None
+
+    def _setup(
+        self,
+        weight_shape: tuple[int, ...],
+        fan_in: int,
+        bias: bool,
+        settings: MaskSettings,
+        seed: int,
+        index: int,
+        device: Any,
+        dtype: Any,
+    ) -> None:
+        if dtype not in (None, torch.float32):
+            raise MethodError(f"masked layers compute in float32, got dtype {dtype}")
+        if seed < 0:
+            raise MethodError(f"the network seed must be >= 0, got {seed}")
+        self.settings, self.seed, self.index, self.fan_in = settings, seed, index, fan_in
+        self.scale = settings.scale(fan_in)
+        self.counts = kept_counts(math.prod(weight_shape), settings.densities)
+        # Random tensors are drawn on the CPU (identical on any device), then moved.
+        gen = torch.Generator().manual_seed(layer_seed(seed, index, 0))
+        w0 = torch.randn(weight_shape, generator=gen)
+        self.register_buffer("weight", (w0.sign() if settings.weight_init == "signed" else w0).to(device))
+        bound = 1.0 / math.sqrt(fan_in)  # nn.Linear / nn.Conv2d's default bias range
+        out = weight_shape[0]
+        self.register_buffer(
+            "bias", (torch.rand(out, generator=gen) * 2 - 1).mul_(bound).to(device) if bias else None
+        )
+        score_gen = torch.Generator().manual_seed(layer_seed(seed, index, 1))
+        # Kaiming uniform as edge-popup (a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        scores = (torch.rand(weight_shape, generator=score_gen) * 2 - 1).mul_(bound)
+        self.scores = nn.Parameter(scores.to(device))
+        n = settings.num_levels
+        if settings.scale_mode == "fixed":
+            self.register_buffer("fixed_alphas", torch.full((n,), self.scale, device=device))
+            self.theta = None
+        else:
+            start = torch.ones(n) if settings.alpha_param == "direct" else torch.zeros(n)
+            self.theta = nn.Parameter(start.to(device))
+        self.register_buffer("levels", None)
+        self.register_buffer("coded_alphas", None)
+
+    def alphas(self) -> torch.Tensor:
+        """alpha_1..alpha_N of this layer (differentiable in learned mode)."""
+        if self.coded_alphas is not None:
+            return self.coded_alphas
+        if self.theta is None:
+            return self.fixed_alphas
+        return (self.theta if self.settings.alpha_param == "direct" else self.theta.exp()) * self.scale
+
+    def effective_weight(self) -> torch.Tensor:
+        if self.levels is not None:
+            return apply_levels(self.weight, self.levels, self.alphas())
+        return _HierarchicalMask.apply(self.scores, self.alphas(), self.weight, self.counts)
+
+    @torch.no_grad()
+    def level_map(self) -> torch.Tensor:
+        """The integer level map lambda (uint8, the weight's shape) in use now."""
+        if self.levels is not None:
+            return self.levels.clone()
+        magnitudes = self.scores.detach().abs()
+        return levels_from_thresholds(magnitudes, select_thresholds(magnitudes, self.counts))
+
+    @torch.no_grad()
+    def load_code(self, levels: torch.Tensor, alphas: torch.Tensor) -> None:
+        """Use a stored level map and stored alphas from now on (the decoder's state)."""
+        if tuple(levels.shape) != tuple(self.weight.shape) or alphas.shape != (self.settings.num_levels,):
+            raise BitstreamError("stream is corrupt: a level map or its scales do not fit the network")
+        device = self.weight.device
+        self.levels = levels.to(device=device, dtype=torch.uint8)
+        self.coded_alphas = alphas.to(device=device, dtype=torch.float32)
+
+    def extra_repr(self) -> str:
+        k = ", ".join(f"{d:g}" for d in self.settings.densities)
+        return f"{tuple(self.weight.shape)}, densities=({k}), scales={self.settings.scale_mode}, index={self.index}"
+
+
+class MaskedLinear(MaskedLayer):
+    """nn.Linear's signature; the weight is random and fixed, its hierarchical mask is trained."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        settings: MaskSettings | None = None,
+        seed: int = 0,
+        index: int = 0,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._setup(
+            (out_features, in_features),
+            in_features,
+            bias,
+            settings or MaskSettings(),
+            seed,
+            index,
+            device,
+            dtype,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+
+class MaskedConv2d(MaskedLayer):
+    """nn.Conv2d's signature (zero padding only); random fixed weight, trained hierarchical mask."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        settings: MaskSettings | None = None,
+        seed: int = 0,
+        index: int = 0,
+    ) -> None:
+        super().__init__()
+        if padding_mode != "zeros":
+            raise MethodError(f"MaskedConv2d supports padding_mode 'zeros' only, got '{padding_mode}'")
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if in_channels % groups or out_channels % groups:
+            raise MethodError(
+                f"channels {in_channels} -> {out_channels} are not divisible by groups={groups}"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        fan_in = in_channels // groups * kh * kw
+        self._setup(
+            (out_channels, in_channels // groups, kh, kw),
+            fan_in,
+            bias,
+            settings or MaskSettings(),
+            seed,
+            index,
+            device,
+            dtype,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(
+            x, self.effective_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+
+class MaskFactory:
+    """Layer factories for `NeRVGenerator`: numbers the layers in construction order (the seed index)."""
+
+    def __init__(self, settings: MaskSettings, seed: int) -> None:
+        self.settings, self.seed, self.count = settings, seed, 0
+
+    def _next(self) -> int:
+        self.count += 1
+        return self.count - 1
+
+    def linear(self, *args: Any, **kwargs: Any) -> MaskedLinear:
+        return MaskedLinear(*args, **kwargs, settings=self.settings, seed=self.seed, index=self._next())
+
+    def conv(self, *args: Any, **kwargs: Any) -> MaskedConv2d:
+        return MaskedConv2d(*args, **kwargs, settings=self.settings, seed=self.seed, index=self._next())
+
+
+def build_generator(arch: NeRVConfig, settings: MaskSettings, seed: int) -> NeRVGenerator:
+    """The NeRV generator with every weight layer (stem, convs, head) masked, regenerated from `seed`."""
+    factory = MaskFactory(settings, seed)
+    return NeRVGenerator(arch, linear_layer=factory.linear, conv_layer=factory.conv)
+
+
+def masked_layers(model: nn.Module) -> list[MaskedLayer]:
+    """The masked layers in module order (the order of the level maps in a stream)."""
+    return [m for m in model.modules() if isinstance(m, MaskedLayer)]
+
+
+def level_maps(model: nn.Module) -> list[torch.Tensor]:
+    return [layer.level_map().cpu() for layer in masked_layers(model)]
+
+
+@torch.no_grad()
+def layer_alphas(model: nn.Module) -> torch.Tensor:
+    """(layers, N) float32 alphas on the CPU, exactly as the forward pass uses them."""
+    return torch.stack([layer.alphas().detach().cpu() for layer in masked_layers(model)])
+
+
+def load_code(model: nn.Module, levels: list[torch.Tensor], alphas: torch.Tensor) -> None:
+    layers = masked_layers(model)
+    if len(levels) != len(layers) or alphas.shape[0] != len(layers):
+        raise BitstreamError("stream is corrupt: its level maps do not match the network's layers")
+    for layer, lv, a in zip(layers, levels, alphas, strict=True):
+        layer.load_code(lv, a)
+
+
+def scale_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [layer.theta for layer in masked_layers(model) if layer.theta is not None]
+
+
+def score_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [layer.scores for layer in masked_layers(model)]
+
+
+def masked_shapes(arch: NeRVConfig) -> list[tuple[int, ...]]:
+    """Shapes of the masked weights, in module order, from the architecture alone."""
+    return [shape for name, shape in parameter_shapes(arch).items() if name.endswith(".weight")]
+
+
+# --- speed ------------------------------------------------------------------------------------------------
+
+
+def perf_masks(
+    arch: NeRVConfig, batch_size: int = 2, steps: int = 8, settings: MaskSettings | None = None, seed: int = 0
+) -> dict[str, float]:
+    """Wall-clock ms of one training step (forward, backward, Adam), dense vs masked, same architecture.
+
+    The two steps alternate so that a shared machine's load hits both alike; the minimum over `steps` is
+    reported. ``masks_ms`` times the mask bookkeeping alone (effective weights forward and backward).
+    """
+    settings = settings or MaskSettings()
+    height, width = arch.output_size
+    t = torch.arange(batch_size, dtype=torch.float32) / batch_size
+    target = torch.rand(batch_size, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+    def trainer(model: nn.Module) -> Any:
+        opt = torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-3, betas=(0.5, 0.999)
+        )
+
+        def step() -> None:
+            loss = (model(t) - target).square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        dense = NeRVGenerator(arch).to(memory_format=torch.channels_last)  # as `methods.training.train`
+    masked = build_generator(arch, settings, seed).to(memory_format=torch.channels_last)
+    layers = masked_layers(masked)
+
+    def bookkeeping() -> None:
+        sum(layer.effective_weight().sum() for layer in layers).backward()
+
+    steps_by_name = {"dense_ms": trainer(dense), "supermask_ms": trainer(masked), "masks_ms": bookkeeping}
+    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
+    for rep in range(steps + 1):
+        for name, step in steps_by_name.items():
+            start = time.perf_counter()
+            step()
+            if rep:  # the first round warms up
+                times[name].append(1e3 * (time.perf_counter() - start))
+    out = {name: min(values) for name, values in times.items()}
+    out["ratio"] = out["supermask_ms"] / out["dense_ms"]
+    out["masked_weights"] = float(sum(layer.weight.numel() for layer in layers))
+    return out
+
+
+# --- the method adapter shared by supermask-fixed and supermask-learned ------------------------------------
+
+RATE_TOLERANCE = 0.10
+SIZE_AIM = 0.02  # the size is predictable: aim within 2 %
+RENDER_BATCH = 4
+TIMED_EPOCHS = 1_000_000  # under a wall-clock limit the clock, not the epoch count, ends training
+CODER_SLACK_BITS = 64  # the range coder's final words
+MAX_FRAMES = 100_000
+MAX_SIDE = 16_384
+MAX_WEIGHTS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class SupermaskConfig:
+    """Hyper-parameters; `plan` fills in the sized shape and the strides. Defaults: docs/supermask_sweep.md."""
+
+    densities: tuple[float, ...] = (0.3, 0.1, 0.03)  # k_1 > ... > k_N; H(p) = 1.245 bits a weight
+    weight_init: str = "signed"  # "signed": sign(w0) * c; "normal": w0 * c with w0 ~ N(0, 1)
+    scale_rule: str = "variance"  # sqrt(2 / fan_in) / sqrt(E[lambda^2]); "okoshi": sqrt(2 / (fan_in k_1))
+    alpha_param: str = "direct"  # learned scales: alpha = c * theta ("direct") or c * exp(theta) ("log")
+    score_lr: float = 3e-3  # Adam with NeRV's schedule; the fixed variant needs it low, learned does not mind
+    alpha_lr: float = 1e-1  # learned scales only; relative to c (theta starts at 1, or 0 for "log")
+    batch_size: int | None = None  # None: the budget's (cpu: 2, the sweep's best; 4 and 1 were worse)
+    epochs: int | None = None  # None: the budget's
+    warmup: float | None = None  # None: the budget's
+    # Base shape (NeRV-S); `plan` scales the stem, C0 and the lower width together to the target rate.
+    stem_dims: tuple[int, ...] = (512,)
+    fc_dim: int = 26
+    lower_width: int = 96
+    expansion: float = 1.0
+    reduction: int = 2
+    embed_base: float = 1.25
+    embed_levels: int = 40
+    activation: str = "gelu"
+    start: tuple[int, int] = (9, 16)  # preferred stem grid; other aspect ratios get their own
+    strides: tuple[int, ...] = ()  # empty: chosen from the clip size
+    width: float = 1.0  # width factor of the sized shape relative to the base (set by `plan`)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "densities", tuple(float(k) for k in self.densities))
+        for name in ("stem_dims", "start", "strides"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+
+    def architecture(self) -> NeRVConfig:
+        return NeRVConfig(
+            embed_base=self.embed_base,
+            embed_levels=self.embed_levels,
+            stem_dims=self.stem_dims,
+            start=self.start,
+            fc_dim=self.fc_dim,
+            expansion=self.expansion,
+            reduction=self.reduction,
+            lower_width=self.lower_width,
+            strides=self.strides,
+            activation=self.activation,
+        )
+
+    def mask_settings(self, scale_mode: str) -> MaskSettings:
+        return MaskSettings(self.densities, scale_mode, self.weight_init, self.scale_rule, self.alpha_param)
+
+
+@dataclass
+class SupermaskState:
+    config: SupermaskConfig
+    settings: MaskSettings
+    seed: int
+    model: NeRVGenerator  # the trained network (scores), on the training device
+    levels: list[torch.Tensor]  # uint8 level map per layer, on the CPU
+    alphas: torch.Tensor  # (layers, N) float32, on the CPU
+    num_frames: int
+    result: TrainResult
+    coding: dict[str, Any] = field(default_factory=dict)  # filled by `encode`
+
+
+def _header(
+    arch: NeRVConfig, settings: MaskSettings, seed: int, height: int, width: int, frames: int
+) -> dict:
+    masks = {
+        "densities": list(settings.densities),
+        "init": settings.weight_init,
+        "scale": settings.scale_rule,
+        "seed": seed,
+    }
+    arch_fields = {f.name: getattr(arch, f.name) for f in dataclasses.fields(arch)}  # flat: no deep copy
+    return {"arch": arch_fields, "masks": masks, "width": width, "height": height, "frames": frames}
+
+
+def mask_bits(arch: NeRVConfig, settings: MaskSettings) -> float:
+    """Expected coded bits of the level maps: each layer's exact level counts at -log2 p_l bits each."""
+    return sum(_layer_mask_bits(math.prod(shape), settings.densities) for shape in masked_shapes(arch))
+
+
+@functools.lru_cache(maxsize=65536)
+def _layer_mask_bits(numel: int, densities: tuple[float, ...]) -> float:
+    k = (1.0, *densities, 0.0)
+    kept = (numel, *kept_counts(numel, densities), 0)
+    return -sum((kept[i] - kept[i + 1]) * math.log2(k[i] - k[i + 1]) for i in range(len(k) - 1))
+
+
+def predicted_bits(
+    arch: NeRVConfig, settings: MaskSettings, height: int, width: int, frames: int, method: str, version: str
+) -> float:
+    """Stream size before training: level maps at their known entropy, alphas, header and framing."""
+    sections = {"masks": b""}
+    scale_bits = 0
+    if settings.scale_mode == "learned":
+        sections["scales"] = b""
+        scale_bits = 32 * settings.num_levels * len(masked_shapes(arch))
+    framing = 8 * len(
+        bitstream.pack(method, version, _header(arch, settings, 0, height, width, frames), sections)
+    )
+    return mask_bits(arch, settings) + CODER_SLACK_BITS + scale_bits + framing
+
+
+def _scaled(base: SupermaskConfig, width: float, stem: int, start: tuple[int, int], strides: tuple[int, ...]):
+    return dataclasses.replace(
+        base,
+        stem_dims=tuple(max(1, round(d * stem / base.stem_dims[0])) for d in base.stem_dims)
+        if base.stem_dims
+        else (),
+        fc_dim=max(1, round(base.fc_dim * width)),
+        lower_width=max(1, round(base.lower_width * width)),
+        width=round(float(width), 6),
+        start=start,
+        strides=strides,
+    )
+
+
+class SupermaskMethod(Method):
+    """Adapter shared by both variants; `scale_mode` ("fixed" or "learned") is their only difference."""
+
+    scale_mode: ClassVar[str]
+    Config = SupermaskConfig
+    rate_ladder: ClassVar[tuple[float, ...]] = (0.1, 0.2, 0.4)
+    trains = True
+
+    # -- plan --------------------------------------------------------------------------------------------
+    def size_network(self, base: SupermaskConfig, info: SeqInfo, target_bpp: float) -> SupermaskConfig:
+        """The shape closest to the target rate: C0 and the lower width follow a width factor, the stem width
+        is then solved (integer bisection) to meet the target, and among the candidates within 2 % the one
+        whose stem follows the same factor wins."""
+        settings = base.mask_settings(self.scale_mode)
+        start, strides = (
+            (base.start, base.strides) if base.strides else choose_grid(info.height, info.width, base.start)
+        )
+        target = target_bpp * info.pixels
+        base_stem = base.stem_dims[0] if base.stem_dims else 1
+
+        def size(cfg: SupermaskConfig) -> float:
+            return predicted_bits(
+                cfg.architecture(),
+                settings,
+                info.height,
+                info.width,
+                info.num_frames,
+                self.name,
+                self.version,
+            )
+
+        smallest = _scaled(base, 1e-9, 1, start, strides)
+        if size(smallest) > target * (1 + RATE_TOLERANCE / 2):
+            raise MethodError(
+                f"{self.name} cannot reach {target_bpp:g} bpp on {info.width}x{info.height}x{info.num_frames}: "
+                f"its smallest network codes to about {size(smallest) / info.pixels:.3g} bpp; choose a higher target"
+            )
+        best: tuple[float, SupermaskConfig] | None = None
+        for width in np.geomspace(1e-3, 16.0, 160):
+            lo, hi = 1, 1 << 16  # stem width: size grows with it
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if size(_scaled(base, width, mid, start, strides)) <= target else (lo, mid)
+            for stem in (lo, hi):
+                cfg = _scaled(base, width, stem, start, strides)
+                if abs(size(cfg) / target - 1) > SIZE_AIM:
+                    continue
+                score = abs(math.log(stem / base_stem / width)) if base.stem_dims else 0.0
+                if best is None or score < best[0]:
+                    best = (score, cfg)
+        if best is None:
+            raise MethodError(
+                f"{self.name} found no network within 2 % of {target_bpp:g} bpp on this clip; try a nearby target"
+            )
+        return best[1]
+
+    def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> SupermaskConfig:
+        return self.plan_from(self.default_config(), clip, target_bpp, budget)
+
+    def plan_from(
+        self, base: SupermaskConfig, clip: Clip, target_bpp: float, budget: Budget
+    ) -> SupermaskConfig:
+        """`plan` starting from a given config instead of the defaults (for sweeps)."""
+        sized = self.size_network(base, clip.info, target_bpp)
+        return dataclasses.replace(
+            sized,
+            epochs=base.epochs if base.epochs is not None else budget.epochs,
+            batch_size=base.batch_size if base.batch_size is not None else budget.batch_size,
+            warmup=base.warmup if base.warmup is not None else budget.warmup,
+        )
+
+    # -- fit ---------------------------------------------------------------------------------------------
+    def fit(self, frames: np.ndarray, config: SupermaskConfig, ctx: Context) -> SupermaskState:
+        arch = config.architecture()
+        if arch.output_size != tuple(frames.shape[1:3]):
+            raise MethodError(
+                f"{self.name} config renders {arch.output_size[1]}x{arch.output_size[0]} but the clip is "
+                f"{frames.shape[2]}x{frames.shape[1]}; plan the config on this clip"
+            )
+        settings = config.mask_settings(self.scale_mode)
+        model = build_generator(arch, settings, ctx.seed)
+        groups: list[dict[str, Any]] = [{"params": score_parameters(model), "lr": config.score_lr}]
+        if self.scale_mode == "learned":
+            groups.append({"params": scale_parameters(model), "lr": config.alpha_lr})
+        epochs = config.epochs or ctx.budget.epochs
+        result = train(
+            model,
+            frames,
+            ctx,
+            epochs=TIMED_EPOCHS if ctx.time_limit_s else epochs,
+            lr=config.score_lr,
+            batch_size=config.batch_size or ctx.budget.batch_size,
+            loss="mse",
+            warmup=config.warmup if config.warmup is not None else ctx.budget.warmup,
+            params=groups,
+            desc=self.name,
+        )
+        return SupermaskState(
+            config,
+            settings,
+            ctx.seed,
+            model,
+            level_maps(model),
+            layer_alphas(model),
+            int(frames.shape[0]),
+            result,
+        )
+
+    # -- encode / decode ---------------------------------------------------------------------------------
+    def encode(self, state: SupermaskState) -> bytes:
+        arch, settings = state.config.architecture(), state.settings
+        symbols = np.concatenate([lv.reshape(-1).numpy() for lv in state.levels]).astype(np.int32)
+        masks = coding.encode_symbols(symbols, settings.num_levels + 1, settings.level_probabilities())
+        sections = {"masks": masks}
+        if self.scale_mode == "learned":
+            sections["scales"] = state.alphas.numpy().astype("<f4").tobytes()
+        height, width = arch.output_size
+        header = _header(arch, settings, state.seed, height, width, state.num_frames)
+        state.coding = {
+            "masked_weights": int(symbols.size),
+            "mask_bits": 8 * len(masks),
+            "entropy_bits": round(symbols.size * settings.entropy_bits(), 1),
+        }
+        return bitstream.pack(self.name, self.version, header, sections)
+
+    def decode(self, data: bytes, info: SeqInfo, ctx: Context) -> np.ndarray:
+        stream = bitstream.unpack(data, expect_method=self.name)
+        arch, settings, seed, frames = self._read_header(stream.header)
+        shapes = masked_shapes(arch)
+        total = sum(math.prod(s) for s in shapes)
+        symbols = coding.decode_symbols(
+            stream.section("masks"), total, settings.num_levels + 1, settings.level_probabilities()
+        )
+        model = build_generator(arch, settings, seed)
+        if self.scale_mode == "learned":
+            raw = stream.section("scales")
+            if len(raw) != 4 * len(shapes) * settings.num_levels:
+                raise BitstreamError(f"{self.name} stream's scales section has the wrong size; re-encode it")
+            alphas = torch.from_numpy(
+                np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(len(shapes), -1)
+            )
+            if not torch.isfinite(alphas).all():
+                raise BitstreamError(f"{self.name} stream holds a non-finite scale; re-encode it")
+        else:
+            alphas = layer_alphas(model)
+        levels, offset = [], 0
+        for shape in shapes:
+            n = math.prod(shape)
+            levels.append(torch.from_numpy(symbols[offset : offset + n].astype(np.uint8).reshape(shape)))
+            offset += n
+        load_code(model, levels, alphas)
+        return render(model.to(ctx.device), frames, batch_size=RENDER_BATCH, device=ctx.device).numpy()
+
+    def _read_header(self, header: dict[str, Any]) -> tuple[NeRVConfig, MaskSettings, int, int]:
+        """Architecture, mask settings, seed and frame count, checked before anything is allocated."""
+        try:
+            width, height, frames = int(header["width"]), int(header["height"]), int(header["frames"])
+            arch_fields = dict(header["arch"])
+            if set(arch_fields) != {f.name for f in dataclasses.fields(NeRVConfig)}:
+                raise ValueError
+            arch = NeRVConfig(**arch_fields)
+            arch.validate()
+            masks = dict(header["masks"])
+            settings = MaskSettings(
+                tuple(masks["densities"]), self.scale_mode, str(masks["init"]), str(masks["scale"])
+            )
+            seed = masks["seed"]
+            if not isinstance(seed, int) or seed < 0:
+                raise ValueError
+        except (KeyError, TypeError, ValueError, MethodError):
+            raise BitstreamError(f"{self.name} stream header is malformed; re-encode it") from None
+        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and 0 < frames <= MAX_FRAMES):
+            raise BitstreamError(
+                f"{self.name} stream header has an implausible size {width}x{height}x{frames}"
+            )
+        if max((*arch.stem_dims, arch.fc_dim, arch.lower_width, arch.embed_levels, *arch.strides)) > MAX_SIDE:
+            raise BitstreamError(
+                f"{self.name} stream header describes an implausibly wide network; re-encode it"
+            )
+        too_many = sum(math.prod(s) for s in masked_shapes(arch)) > MAX_WEIGHTS
+        if too_many or arch.output_size != (height, width):
+            raise BitstreamError(
+                f"{self.name} stream header's network does not match its frame size; re-encode it"
+            )
+        return arch, settings, seed, frames
+
+    def stats(self, state: SupermaskState) -> dict[str, Any]:
+        r = state.result
+        symbols = torch.cat([lv.reshape(-1) for lv in state.levels])
+        counts = torch.bincount(symbols.long(), minlength=state.settings.num_levels + 1)
+        init = torch.tensor([layer.scale for layer in masked_layers(state.model)])[:, None]
+        relative = state.alphas / init
+        out = {
+            "masked_weights": int(symbols.numel()),
+            "level_fractions": [round(float(c) / symbols.numel(), 5) for c in counts],
+            "stem_dims": list(state.config.stem_dims),
+            "fc_dim": state.config.fc_dim,
+            "lower_width": state.config.lower_width,
+            "alpha_over_init": {
+                "min": round(float(relative.min()), 4),
+                "max": round(float(relative.max()), 4),
+            },
+            "epochs": r.epochs,
+            "steps": r.steps,
+            "train_seconds": round(r.seconds, 2),
+            "train_psnr": round(r.psnr, 3),
+            "train_loss": r.loss,
+        }
+        if state.coding:
+            out["coding"] = dict(state.coding)
+        return out

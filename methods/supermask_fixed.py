@@ -1,0 +1,15 @@
+"""Hierarchical supermasks with one fixed scale for every level (Okoshi et al.'s multicoated supermasks).
+
+The seed paper's baseline: a random, never-trained NeRV whose weights are ``w * c * lambda`` with the
+trained level map lambda and the layer's constant c. Everything but the scales is shared with
+`methods.supermask_learned` through `methods.supermask`.
+"""
+
+from methods.supermask import SupermaskMethod
+
+
+class SupermaskFixed(SupermaskMethod):
+    name = "supermask-fixed"
+    version = "1"
+    description = "random NeRV, trained nested masks with one fixed scale per layer (multicoated supermasks)"
+    scale_mode = "fixed"

@@ -1,0 +1,16 @@
+"""Hierarchical supermasks with learned per-level scales (Choi, Kang, Oh, ICML 2023).
+
+The seed paper's method: a random, never-trained NeRV whose weights are ``w * sum_n alpha_n mask_n`` with
+trained nested masks and trained alphas (per layer and level, starting at the fixed-scale model). The
+stream holds the seed, the level maps and the alphas; everything else is shared with
+`methods.supermask_fixed` through `methods.supermask`.
+"""
+
+from methods.supermask import SupermaskMethod
+
+
+class SupermaskLearned(SupermaskMethod):
+    name = "supermask-learned"
+    version = "1"
+    description = "random NeRV, trained nested masks and learned per-level scales (the seed paper)"
+    scale_mode = "learned"
