@@ -1,0 +1,308 @@
+"""The NeRV generator: frame index -> positional encoding -> MLP stem -> conv + PixelShuffle blocks -> RGB.
+
+Shared by every NeRV-family method. The layer factories are parameters so that a masked variant (random
+fixed weights with trained scores) can reuse the exact architecture, and `count_parameters` works from the
+configuration alone, so a method can size its network for a target rate before building anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.errors import MethodError
+
+MAX_PRIME_STRIDE = (
+    7  # a stride s costs a conv with s^2 times the output channels; larger primes are not useful
+)
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "leaky": lambda: nn.LeakyReLU(0.01),
+}
+OUTPUTS = ("tanh", "sigmoid")
+MAX_EMBED_LEVELS = 4096
+MAX_LOG_FREQUENCY = 80.0  # ln of the largest positional-encoding frequency (float32 stays finite)
+MAX_EXPANSION = 64.0
+
+
+@dataclass(frozen=True)
+class NeRVConfig:
+    """Architecture of one NeRV network; the defaults are NeRV-S at 720p."""
+
+    embed_base: float = 1.25  # b of the positional encoding
+    embed_levels: int = 40  # l: 2l inputs to the stem
+    stem_dims: tuple[int, ...] = (512,)  # hidden widths of the MLP stem
+    start: tuple[int, int] = (9, 16)  # (h0, w0) of the stem's output grid
+    fc_dim: int = 26  # C0: channels of the stem's output grid
+    expansion: float = 1.0  # C1 = C0 * expansion
+    reduction: int = 2  # C_i = max(C_{i-1} // reduction, lower_width)
+    lower_width: int = 96
+    strides: tuple[int, ...] = (5, 2, 2, 2, 2)
+    activation: str = "gelu"
+    output: str = "tanh"  # "tanh": (tanh(x) + 1) / 2 as NeRV; "sigmoid"
+
+    def __post_init__(self) -> None:
+        # JSON round trips give lists; keep the frozen dataclass hashable and comparable.
+        object.__setattr__(self, "stem_dims", tuple(int(d) for d in self.stem_dims))
+        object.__setattr__(self, "start", tuple(int(s) for s in self.start))
+        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+
+    @property
+    def embed_length(self) -> int:
+        return 2 * self.embed_levels
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        scale = math.prod(self.strides)
+        return self.start[0] * scale, self.start[1] * scale
+
+    def channels(self) -> list[int]:
+        """Output channels of each block: C1 = C0 * expansion, then halving down to the lower width."""
+        widths: list[int] = []
+        current = self.fc_dim
+        for i, stride in enumerate(self.strides):
+            if i == 0:
+                current = int(current * self.expansion)
+            else:
+                current = max(current // (self.reduction if stride > 1 else 1), self.lower_width)
+            widths.append(current)
+        return widths
+
+    def validate(self) -> None:
+        """Refuse shapes that cannot be built, with the field to fix."""
+        problems = []
+        if not 1 <= self.embed_levels <= MAX_EMBED_LEVELS:
+            problems.append(f"embed_levels must be in 1..{MAX_EMBED_LEVELS}")
+        if not (math.isfinite(self.embed_base) and 0 < self.embed_base):
+            problems.append("embed_base must be a finite positive number")
+        elif (self.embed_levels - 1) * math.log(max(self.embed_base, 1.0)) > MAX_LOG_FREQUENCY:
+            problems.append("embed_base ** embed_levels overflows; lower either")
+        if any(d < 1 for d in self.stem_dims):
+            problems.append("stem dims must be >= 1")
+        if len(self.start) != 2 or min(self.start) < 1:
+            problems.append("start grid must be two sizes >= 1")
+        if self.fc_dim < 1 or self.lower_width < 1 or self.reduction < 1:
+            problems.append("fc_dim, lower_width and reduction must be >= 1")
+        if any(s < 1 for s in self.strides):
+            problems.append("strides must be >= 1")
+        if not (math.isfinite(self.expansion) and 0 < self.expansion <= MAX_EXPANSION):
+            problems.append(f"expansion must be a finite number in (0, {MAX_EXPANSION}]")
+        elif self.strides and int(self.fc_dim * self.expansion) < 1:
+            problems.append("fc_dim * expansion must be >= 1")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation '{self.activation}' is not one of {', '.join(ACTIVATIONS)}")
+        if self.output not in OUTPUTS:
+            problems.append(f"output '{self.output}' is not one of {', '.join(OUTPUTS)}")
+        if problems:
+            raise MethodError(f"invalid NeRV architecture: {'; '.join(problems)}")
+
+    @classmethod
+    def from_json(cls, data: Any) -> NeRVConfig:
+        """Strictly parse what `dataclasses.asdict` wrote into a stream header; ValueError on anything else.
+
+        Only the exact JSON types an encoder writes pass (a bool is not an int, a string or a float is not
+        a size), so a forged header cannot be coerced into a different network.
+        """
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) != set(fields):
+            raise ValueError("architecture fields do not match")
+
+        def integer(v: Any) -> int:
+            if type(v) is not int:
+                raise ValueError(f"{v!r} is not an integer")
+            return v
+
+        def number(v: Any) -> float:
+            if type(v) not in (int, float) or not math.isfinite(v):
+                raise ValueError(f"{v!r} is not a finite number")
+            return float(v)
+
+        def integers(v: Any) -> tuple[int, ...]:
+            if not isinstance(v, list):
+                raise ValueError(f"{v!r} is not a list")
+            return tuple(integer(x) for x in v)
+
+        def text(v: Any) -> str:
+            if not isinstance(v, str):
+                raise ValueError(f"{v!r} is not a string")
+            return v
+
+        parse = {int: integer, float: number, str: text}
+        values = {}
+        for name, kind in fields.items():
+            kind = kind if isinstance(kind, type) else {"int": int, "float": float, "str": str}.get(kind)
+            values[name] = parse[kind](data[name]) if kind in parse else integers(data[name])
+        if len(values["start"]) != 2:
+            raise ValueError("start must hold two sizes")
+        config = cls(**values)
+        config.validate()
+        return config
+
+
+def _prime_factors(n: int) -> list[int]:
+    factors, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    if n > 1:
+        factors.append(n)
+    return factors
+
+
+def choose_strides(height: int, width: int, start: tuple[int, int] = (9, 16)) -> tuple[int, ...]:
+    """Upscaling strides from the start grid to (height, width): prime factors, largest first (NeRV's order).
+
+    1080p -> (5, 3, 2, 2, 2), 720p -> (5, 2, 2, 2, 2), 180x320 -> (5, 2, 2), 72x128 -> (2, 2, 2).
+    """
+    h0, w0 = start
+    scale = height // h0 if h0 > 0 else 0
+    factors = _prime_factors(scale) if scale >= 1 else []
+    if scale < 1 or (h0 * scale, w0 * scale) != (height, width) or any(f > MAX_PRIME_STRIDE for f in factors):
+        examples = ", ".join(f"{w0 * k}x{h0 * k}" for k in (8, 20, 80, 120))
+        raise MethodError(
+            f"frame size {width}x{height} is not reachable from the {w0}x{h0} start grid: width and height must be "
+            f"{w0}k and {h0}k with k a product of primes <= {MAX_PRIME_STRIDE} (e.g. {examples}); resize the clip"
+        )
+    return tuple(sorted(factors, reverse=True))
+
+
+def choose_grid(
+    height: int, width: int, start: tuple[int, int] = (9, 16)
+) -> tuple[tuple[int, int], tuple[int, ...]]:
+    """(start, strides) for any frame size: the preferred start when it fits, else the largest smooth scale.
+
+    The fallback divides both sides by the largest common factor made of primes <= 7, so for example
+    176x144 gets a 11x9 start and strides (2, 2, 2, 2).
+    """
+    try:
+        return start, choose_strides(height, width, start)
+    except MethodError as preferred:
+        common = math.gcd(height, width)
+        scale = math.prod(f for f in _prime_factors(common) if f <= MAX_PRIME_STRIDE) if common > 1 else 1
+        if scale == 1:  # no upscaling block would fit: say which sizes work rather than build a stem-only net
+            raise preferred from None
+    grid = (height // scale, width // scale)
+    return grid, choose_strides(height, width, grid)
+
+
+def count_parameters(config: NeRVConfig) -> int:
+    """Parameters of the network described by `config`, without building it."""
+    return sum(math.prod(shape) for shape in parameter_shapes(config).values())
+
+
+class PositionalEncoding(nn.Module):
+    """Gamma(t) = (sin(b^i pi t), cos(b^i pi t)) for i < l, interleaved as NeRV orders them."""
+
+    def __init__(self, base: float, levels: int) -> None:
+        super().__init__()
+        frequencies = torch.tensor([base**i * math.pi for i in range(levels)], dtype=torch.float64)
+        self.register_buffer("frequencies", frequencies.float(), persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        angles = t[:, None].float() * self.frequencies
+        return torch.stack((angles.sin(), angles.cos()), dim=2).flatten(1)
+
+
+class UpBlock(nn.Module):
+    """Conv3x3(C_in -> C_out * s^2) -> PixelShuffle(s) -> activation."""
+
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, activation: str, conv_layer: Callable[..., nn.Module]
+    ):
+        super().__init__()
+        self.conv = conv_layer(c_in, c_out * stride * stride, kernel_size=3, padding=1)
+        self.shuffle = nn.PixelShuffle(stride)
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shuffle(self.conv(x)))
+
+
+class NeRVGenerator(nn.Module):
+    """Frame indices t in [0, 1] of shape (B,) -> frames (B, 3, H, W) in [0, 1].
+
+    Parameter names are stable (``stem.{i}``, ``blocks.{i}.conv``, ``head``) because streams list them.
+    """
+
+    def __init__(
+        self,
+        config: NeRVConfig,
+        linear_layer: Callable[..., nn.Module] = nn.Linear,
+        conv_layer: Callable[..., nn.Module] = nn.Conv2d,
+    ) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.encoding = PositionalEncoding(config.embed_base, config.embed_levels)
+        dims = [config.embed_length, *config.stem_dims, config.start[0] * config.start[1] * config.fc_dim]
+        self.stem = nn.ModuleList(linear_layer(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.stem_act = ACTIVATIONS[config.activation]()
+        blocks, c_in = [], config.fc_dim
+        for c_out, stride in zip(config.channels(), config.strides, strict=True):
+            blocks.append(UpBlock(c_in, c_out, stride, config.activation, conv_layer))
+            c_in = c_out
+        self.blocks = nn.ModuleList(blocks)
+        self.head = conv_layer(c_in, 3, kernel_size=1)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        x = self.encoding(t)
+        for linear in self.stem:
+            x = self.stem_act(linear(x))
+        h0, w0 = self.config.start
+        x = x.view(x.shape[0], self.config.fc_dim, h0, w0)
+        for block in self.blocks:
+            x = block(x)
+        x = self.head(x)
+        if self.config.output == "sigmoid":
+            return torch.sigmoid(x)
+        return (torch.tanh(x) + 1) * 0.5
+
+
+def frame_times(num_frames: int) -> torch.Tensor:
+    """NeRV's frame coordinates t = i / T (float32), the generator's input for frame i."""
+    return torch.arange(num_frames, dtype=torch.float32) / num_frames
+
+
+@torch.no_grad()
+def render(
+    model: nn.Module, num_frames: int, batch_size: int = 4, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """All frames as uint8 (T, H, W, 3) on the CPU: round(255 * out), clamped.
+
+    Both the training process and the decoder render through this one function (same batch size, same
+    device), which is what makes a decode bit-identical to the quantized model seen in training.
+    """
+    model.eval()
+    times = frame_times(num_frames)
+    chunks = []
+    for i in range(0, num_frames, batch_size):
+        out = model(times[i : i + batch_size].to(device))
+        chunks.append((out * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
+    return torch.cat(chunks)
+
+
+def parameter_shapes(config: NeRVConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter, in the generator's order, from the configuration alone."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    dims = [config.embed_length, *config.stem_dims, config.start[0] * config.start[1] * config.fc_dim]
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        shapes[f"stem.{i}.weight"] = (b, a)
+        shapes[f"stem.{i}.bias"] = (b,)
+    c_in = config.fc_dim
+    for i, (c_out, stride) in enumerate(zip(config.channels(), config.strides, strict=True)):
+        shapes[f"blocks.{i}.conv.weight"] = (c_out * stride * stride, c_in, 3, 3)
+        shapes[f"blocks.{i}.conv.bias"] = (c_out * stride * stride,)
+        c_in = c_out
+    shapes["head.weight"] = (3, c_in, 1, 1)
+    shapes["head.bias"] = (3,)
+    return shapes
