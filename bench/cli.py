@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bpp", default=None, help="comma-separated target bits per pixel (default: the budget's ladder)"
     )
-    p.add_argument("--budget", default=None, help="smoke | cpu (default) | paper")
+    p.add_argument("--budget", default=None, help="smoke | ci | cpu (default) | paper")
     p.add_argument("--seed", type=int, default=None, help="first seed (default 0)")
     p.add_argument("--repeats", type=int, default=None, help="seeds per point (seed, seed+1, ...)")
     p.add_argument(
