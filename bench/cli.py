@@ -63,6 +63,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return check_command(args)
 
 
+def _cmd_perf(args: argparse.Namespace) -> int:
+    from bench.perf import perf_command
+
+    return perf_command(args)
+
+
 def _cmd_decode(args: argparse.Namespace) -> int:
     from bench.runner import decode_command
 
@@ -153,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.add_argument("--thresholds", required=True, help="YAML file of bounds and ordering claims")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("perf", help="time the hot paths against their plain baselines, side by side")
+    p.add_argument(
+        "section", nargs="?", default="all", choices=["train", "masks", "coding", "metrics", "decode", "all"]
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3, help="repeats of the training comparison (medians)")
+    p.set_defaults(func=_cmd_perf)
 
     p = sub.add_parser("decode", help="decode a stored stream to PNG frames or a video")
     p.add_argument("stream", help="a .nvbs stream written by `bench run`")

@@ -24,6 +24,7 @@ CRF_RANGE = (0.0, 51.0)
 MAX_FRAMES = 100_000
 CODING_FPS = 25  # raw streams carry no timing; a fixed rate keeps rate control independent of the source
 MAX_SIDE = 16_384
+MAX_SECTION_BYTES = (1 << 32) - 1  # what the container's u32 length can hold
 
 
 @dataclass(frozen=True)
@@ -106,34 +107,49 @@ class ClassicalCodec(Method):
             "width": int(frames.shape[2]),
             "height": int(frames.shape[1]),
             "frames": int(frames.shape[0]),
+            "video_bytes": len(video),
         }
         return bitstream.pack(self.name, self.version, header, {"video": video})
 
     def decode(self, data: bytes, info: SeqInfo, ctx: Context) -> np.ndarray:
+        """Frames of the video section, after the header has been checked against the section and the clip."""
         import av
 
-        stream = bitstream.unpack(data, expect_method=self.name)
-        header = stream.header
-        try:
-            width, height, count = int(header["width"]), int(header["height"]), int(header["frames"])
-        except (KeyError, TypeError, ValueError):
+        stream = bitstream.unpack(data, expect_method=self.name, expect_version=self.version)
+        stream.expect_sections("video")
+        width = stream.header_int("width", 1, MAX_SIDE)
+        height = stream.header_int("height", 1, MAX_SIDE)
+        count = stream.header_int("frames", 1, MAX_FRAMES)
+        video = stream.section("video")
+        declared = stream.header_int("video_bytes", 0, MAX_SECTION_BYTES)
+        if declared != len(video):
             raise BitstreamError(
-                f"{self.name} stream header lacks width/height/frames; re-encode it"
-            ) from None
-        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and 0 < count <= MAX_FRAMES):
+                f"{self.name} video section holds {len(video)} bytes but the header says {declared}: it was "
+                f"truncated, padded or swapped; re-encode it"
+            )
+        if (width, height, count) != (info.width, info.height, info.num_frames):
             raise BitstreamError(
-                f"{self.name} stream header has an implausible size {width}x{height}x{count}"
+                f"{self.name} stream codes {count} frames of {width}x{height}, but the clip has "
+                f"{info.num_frames} of {info.width}x{info.height}; decode it against the clip it was encoded from"
             )
         frames = []
         try:
-            with av.open(io.BytesIO(stream.section("video")), format=self.raw_format) as container:
+            with av.open(io.BytesIO(video), format=self.raw_format) as container:
                 for frame in container.decode(video=0):
-                    frames.append(frame.to_ndarray(format="rgb24"))
                     if len(frames) == count:
-                        break
+                        raise BitstreamError(
+                            f"{self.name} video section holds more than the {count} frames of its header"
+                        )
+                    rgb = frame.to_ndarray(format="rgb24")
+                    if rgb.shape != (height, width, 3):
+                        raise BitstreamError(
+                            f"{self.name} video section holds a {rgb.shape[1]}x{rgb.shape[0]} frame, the header says "
+                            f"{width}x{height}; re-encode it"
+                        )
+                    frames.append(rgb)
         except av.FFmpegError as exc:
             raise BitstreamError(f"{self.name} video section does not decode: {exc}") from None
-        if len(frames) != count or frames[0].shape != (height, width, 3):
+        if len(frames) != count:
             raise BitstreamError(f"{self.name} stream decoded to {len(frames)} frames, header says {count}")
         return np.stack(frames)
 

@@ -139,3 +139,16 @@ def test_corrupt_sections_raise_bitstream_errors() -> None:
         coding.decode_tensors({"side": enc.sections["side"]}, enc.meta, shapes)
     with pytest.raises(BitstreamError, match="more weights"):
         coding.decode_tensors(enc.sections, enc.meta, {"huge": (1 << 20, 1 << 12)})
+    with pytest.raises(BitstreamError, match="left unread"):
+        coding.decode_tensors({**enc.sections, "side": enc.sections["side"] + b"\x00"}, enc.meta, shapes)
+    with pytest.raises(BitstreamError, match="does not match its symbols"):
+        coding.decode_tensors(
+            {**enc.sections, "weights": enc.sections["weights"] + bytes(4)}, enc.meta, shapes
+        )
+    with pytest.raises(BitstreamError):
+        coding.decode_tensors(enc.sections, {"levels": 1}, shapes)
+    symbols = np.arange(1000) % 7
+    for probabilities in (None, np.full(7, 1 / 7)):
+        data = coding.encode_symbols(symbols, 7, probabilities)
+        with pytest.raises(BitstreamError, match="corrupt"):
+            coding.decode_symbols(data + bytes(4), 1000, 7, probabilities)

@@ -72,6 +72,31 @@ def test_unreachable_size_names_the_sizes_that_work() -> None:
         choose_strides(9 * 11, 16 * 11)
 
 
+def test_no_upscaling_at_all_is_refused_with_the_sizes_that_work() -> None:
+    with pytest.raises(MethodError, match="resize the clip"):
+        choose_grid(71, 101)
+
+
+def test_architecture_from_a_header_is_parsed_strictly() -> None:
+    fields = dataclasses.asdict(TINY)
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+    assert NeRVConfig.from_json(fields) == TINY
+    for change in (
+        {"fc_dim": 4.0},
+        {"fc_dim": True},
+        {"strides": [2, 2.0, 2]},
+        {"start": [9, 16, 1]},
+        {"embed_base": "1.25"},
+        {"embed_base": float("inf")},
+        {"activation": None},
+        {"extra": 1},
+    ):
+        with pytest.raises((ValueError, MethodError)):
+            NeRVConfig.from_json({**fields, **change})
+    with pytest.raises(MethodError, match="overflows"):
+        NeRVConfig.from_json({**fields, "embed_base": 1e308})
+
+
 def test_other_aspect_ratios_get_their_own_start_grid() -> None:
     start, strides = choose_grid(144, 176)
     assert (start, strides) == ((9, 11), (2, 2, 2, 2))

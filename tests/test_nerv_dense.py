@@ -103,18 +103,46 @@ def test_wrong_clip_size_is_refused(fitted, smoke_clip: Clip, tmp_path: Path) ->
         method.fit(smoke_clip.frames[:, :36], config, Context(tmp_path, get_budget("smoke")))
 
 
-def test_implausible_header_is_refused_before_allocating(fitted, tmp_path: Path) -> None:
+def test_forged_or_foreign_streams_are_refused_before_allocating(
+    fitted, smoke_clip: Clip, tmp_path: Path
+) -> None:
     _, _, _, data, _ = fitted
     stream = bitstream.unpack(data)
     ctx = Context(tmp_path, get_budget("smoke"))
-    info = SeqInfo("bunny", 128, 72, 4, 25.0)
-    for change in ({"stem_dims": [10**6]}, {"fc_dim": -3}, {"strides": [2, 2]}, {"bogus": 1}):
-        header = {**stream.header, "arch": {**stream.header["arch"], **change}}
-        forged = bitstream.pack(stream.method, stream.version, header, stream.sections)
-        with pytest.raises(BitstreamError):
-            NeRVDense().decode(forged, info, ctx)
-    with pytest.raises(BitstreamError, match="implausible size"):
+    info = smoke_clip.info
+
+    def decode(header: dict, sections: dict | None = None, version: str = stream.version) -> None:
         forged = bitstream.pack(
-            stream.method, stream.version, {**stream.header, "frames": 10**9}, stream.sections
+            stream.method, version, header, stream.sections if sections is None else sections
         )
         NeRVDense().decode(forged, info, ctx)
+
+    arch_changes = (
+        {"stem_dims": [10**6]},
+        {"fc_dim": -3},
+        {"strides": [2, 2]},
+        {"bogus": 1},
+        {"stem_dims": [5.5]},
+        {"embed_base": 1e308},
+        {"start": [9]},
+        {"fc_dim": True},
+    )
+    for change in arch_changes:
+        with pytest.raises(BitstreamError):
+            decode({**stream.header, "arch": {**stream.header["arch"], **change}})
+    with pytest.raises(BitstreamError, match="'frames' = 1000000000 is outside"):
+        decode({**stream.header, "frames": 10**9})
+    with pytest.raises(BitstreamError, match="must be an integer"):
+        decode({**stream.header, "width": "128"})
+    with pytest.raises(BitstreamError, match="codes 128x72x3 but the clip is 128x72x4"):
+        decode({**stream.header, "frames": 3})
+    with pytest.raises(BitstreamError, match="level count True"):
+        decode({**stream.header, "coding": {"levels": True}})
+    with pytest.raises(BitstreamError, match="unexpected section 'extra'"):
+        decode(stream.header, {**stream.sections, "extra": b"x"})
+    with pytest.raises(BitstreamError):
+        decode(stream.header, version="2")
+    for key in ("weights", "side"):
+        for damaged in (stream.sections[key] + bytes(4), stream.sections[key][:-4]):
+            with pytest.raises(BitstreamError, match="corrupt"):
+                decode(stream.header, {**stream.sections, key: damaged})
