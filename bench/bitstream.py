@@ -45,6 +45,31 @@ class Stream:
                 f"stream of '{self.method}' lacks section '{key}': it was written by another version; re-encode it"
             ) from None
 
+    def expect_sections(self, *keys: str) -> None:
+        """Refuse a stream whose sections are not exactly `keys`: a decoder reads everything it is given."""
+        for key in keys:
+            self.section(key)
+        extra = sorted(set(self.sections) - set(keys))
+        if extra:
+            raise BitstreamError(
+                f"stream of '{self.method}' holds unexpected section '{extra[0]}'; it was forged or written by "
+                f"another version; re-encode it"
+            )
+
+    def header_int(self, key: str, low: int, high: int) -> int:
+        """A header field that must be an integer in [low, high]: checked before anything is sized by it."""
+        value = self.header.get(key)
+        if type(value) is not int:  # a bool, float or string is a forged or foreign header
+            shown = "missing" if key not in self.header else f"{type(value).__name__} {value!r:.40}"
+            raise BitstreamError(
+                f"stream of '{self.method}': header field '{key}' must be an integer, got {shown}; re-encode it"
+            )
+        if not low <= value <= high:
+            raise BitstreamError(
+                f"stream of '{self.method}': header field '{key}' = {value} is outside {low}..{high}; re-encode it"
+            )
+        return value
+
 
 def _short(text: str, what: str) -> bytes:
     raw = text.encode("utf-8")
@@ -154,12 +179,17 @@ def _parse(data: bytes) -> tuple[Stream, dict[str, int]]:
     return Stream(method, version, header, sections), bits
 
 
-def unpack(data: bytes, expect_method: str | None = None) -> Stream:
-    """Parse and verify a stream; with `expect_method`, refuse a stream of another method."""
+def unpack(data: bytes, expect_method: str | None = None, expect_version: str | None = None) -> Stream:
+    """Parse and verify a stream; refuse a stream of another method, or of another version of it."""
     stream, _ = _parse(data)
     if expect_method is not None and stream.method != expect_method:
         raise BitstreamError(
             f"stream was written by method '{stream.method}', not '{expect_method}'; decode it with '{stream.method}'"
+        )
+    if expect_version is not None and stream.version != expect_version:
+        raise BitstreamError(
+            f"stream was written by {stream.method} version {stream.version}, this suite decodes version "
+            f"{expect_version}; re-encode it with this version"
         )
     return stream
 

@@ -14,6 +14,8 @@ Every check is printed with its value and bound. Exit 1 when any falls short, 2 
 
 from __future__ import annotations
 
+import difflib
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ _BOUND_KEYS = {"method", "sequence", "budget", "target_bpp", "max_bpp_deviation"
     f"{'min' if hib else 'max'}_{key}" for key, (_, hib) in _METRICS.items()
 }
 _CLAIM_KEYS = {"better", "worse", "metric", "margin", "sequence", "budget", "why"}
+_FILE_KEYS = ("bounds", "claims", "notes")
 EXIT_FAIL, EXIT_MALFORMED = 1, 2
 
 
@@ -61,9 +64,16 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
         raise ThresholdsError(
             f"thresholds file '{path}' is not valid YAML: {str(exc).splitlines()[0]}"
         ) from None
-    if not isinstance(data, dict) or set(data) - {"bounds", "claims", "notes"}:
+    if not isinstance(data, dict):
         raise ThresholdsError(
             f"thresholds file '{path}' must be a mapping with 'bounds' and/or 'claims' lists"
+        )
+    unknown = sorted(str(key) for key in data if key not in _FILE_KEYS)
+    if unknown:
+        hint = difflib.get_close_matches(unknown[0], _FILE_KEYS, n=1)
+        raise ThresholdsError(
+            f"thresholds file '{path}' has unknown key '{unknown[0]}'"
+            + (f" (did you mean '{hint[0]}'?)" if hint else f": use {', '.join(_FILE_KEYS)}")
         )
     for section, allowed, required in (
         ("bounds", _BOUND_KEYS, {"method", "sequence", "budget"}),
@@ -75,9 +85,9 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 raise ThresholdsError(f"{section}[{i}] in '{path}' must be a mapping")
-            unknown = set(entry) - allowed
+            unknown = sorted(str(key) for key in entry if key not in allowed)
             if unknown:
-                raise ThresholdsError(f"{section}[{i}] in '{path}' has unknown key '{sorted(unknown)[0]}'")
+                raise ThresholdsError(f"{section}[{i}] in '{path}' has unknown key '{unknown[0]}'")
             missing = required - set(entry)
             if missing:
                 raise ThresholdsError(f"{section}[{i}] in '{path}' lacks key '{sorted(missing)[0]}'")
@@ -85,6 +95,12 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
                 numeric = key.startswith(("min_", "max_")) or key in ("margin", "target_bpp")
                 if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
                     raise ThresholdsError(f"{section}[{i}].{key} in '{path}' must be a number, got {value!r}")
+                if numeric and not math.isfinite(value):
+                    raise ThresholdsError(
+                        f"{section}[{i}].{key} in '{path}' must be a number other than inf or nan, got {value!r}"
+                    )
+                if not numeric and not isinstance(value, str):
+                    raise ThresholdsError(f"{section}[{i}].{key} in '{path}' must be a string, got {value!r}")
             if section == "claims" and entry["metric"] not in _METRICS:
                 raise ThresholdsError(f"claims[{i}].metric in '{path}' must be one of {', '.join(_METRICS)}")
     return {"bounds": data.get("bounds") or [], "claims": data.get("claims") or []}

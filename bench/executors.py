@@ -35,15 +35,25 @@ def run_processes(jobs: list, execute: Callable[..., Summary], workers: int) -> 
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
-    ) as pool:
+    )
+    try:
         futures = {
             pool.submit(execute, job.spec, job.key, job.identity, 1 + i % workers): job
             for i, job in enumerate(jobs)
         }
         for future in as_completed(futures):
             yield future.result()
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM) or a run-level error: do not wait hours for the jobs in flight.
+        # Their staging directories are swept by the next run, which resumes the grid.
+        workers_alive = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers_alive:
+            process.terminate()
+        raise
+    pool.shutdown()
 
 
 def run_submitit(

@@ -83,11 +83,12 @@ def resolve_options(cli: dict[str, Any], config_file: str | None = None) -> RunO
     layers.append({k: v for k, v in cli.items() if v is not None})
     for layer in layers:
         for key, value in layer.items():
-            key = key.replace("-", "_")
+            key = str(key).replace("-", "_")
             if key == "slurm":
                 if not isinstance(value, dict):
                     raise ConfigError("config key 'slurm' must be a mapping (partition, time_min, gpus, ...)")
                 for sub, sub_value in value.items():
+                    sub = str(sub)
                     if sub not in _SLURM_FIELDS:
                         raise ConfigError(
                             f"unknown slurm option '{sub}': use one of {', '.join(sorted(_SLURM_FIELDS))}"

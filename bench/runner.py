@@ -12,10 +12,13 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +28,13 @@ import numpy as np
 from bench import bitstream, registry, store
 from bench.budgets import Budget, get_budget
 from bench.contract import Clip, Context, FitFailed, ProgressBar, SeqInfo
-from bench.errors import BenchError, ConfigError, MethodError
+from bench.errors import BenchError, BitstreamError, ConfigError, MethodError
 from bench.runconfig import RunOptions, resolve_options
 
 GALLERY_NAMES = ("source.png", "decode.png", "flip.png")
 FLIP_MAX_FRAMES = 64  # FLIP costs ~1.3 s per 1080p frame: long clips are scored on an even subset
+MAX_DECODE_SIDE = 16_384
+MAX_DECODE_PIXELS = 1 << 31  # 2.1 G pixels (6 GB of frames); UVG's longest sequence has 1.2 G
 
 
 @dataclass(frozen=True)
@@ -205,9 +210,10 @@ def execute_job(spec: JobSpec, key: str, identity: dict[str, Any], position: int
         return _record_failure(results, key, base, "failed", str(exc), stage)
     except BenchError as exc:
         return _record_failure(results, key, base, "failed", str(exc), stage)
-    except Exception as exc:  # a bug inside a method: record it, let the grid go on
-        reason = f"{type(exc).__name__} during {stage}: {exc}".splitlines()[0]
-        return _record_failure(results, key, base, "failed", reason, stage, traceback.format_exc())
+    except Exception as exc:  # a bug or an exhausted resource inside a method: record it, let the grid go on
+        return _record_failure(
+            results, key, base, "failed", crash_reason(exc, stage), stage, traceback.format_exc()
+        )
 
     bits = bitstream.breakdown(data)
     bpp = 8 * len(data) / clip.info.pixels
@@ -232,6 +238,17 @@ def execute_job(spec: JobSpec, key: str, identity: dict[str, Any], position: int
     store.write_result(results, key, record, data, extra=write_gallery)
     shutil.rmtree(workdir, ignore_errors=True)
     return _summary(record)
+
+
+def crash_reason(exc: BaseException, stage: str) -> str:
+    """One line for an unexpected exception; running out of memory is named as such, with what to do."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    lowered = text.lower()
+    if isinstance(exc, MemoryError) or "out of memory" in lowered or "can't allocate memory" in lowered:
+        return f"out of memory during {stage} ({detail}); give the job more memory or run it with a smaller budget"
+    return f"{type(exc).__name__} during {stage}: {text}" if text else f"{type(exc).__name__} during {stage}"
 
 
 def _record_failure(
@@ -298,12 +315,16 @@ def plan_grid(
     """Expand the grid; every sequence is opened (and checksummed) once, before any job runs."""
     from bench.data import load_sequence
 
-    ladder = bpps or list(get_budget(budget).bpp_ladder)
+    plan = get_budget(budget)
+    ladder = bpps or list(plan.bpp_ladder)
     if match not in ("epochs", "time"):
         raise ConfigError(f"unknown --match '{match}': use 'epochs' or 'time'")
     jobs = []
     for seq in seqs:
-        checksum = load_sequence(seq, size=size).checksum
+        sequence = load_sequence(seq, size=size)
+        # a sequence too short for the budget fails every job alike: say so once, before anything runs
+        sequence.frame_range(plan.start, plan.frames, plan.step, asker=f"budget '{plan.name}'")
+        checksum = sequence.checksum
         for method in methods:
             for bpp in ladder:
                 for seed in seeds:
@@ -339,7 +360,7 @@ def run_jobs(
     for job in jobs:
         results = Path(job.spec.results)
         if not options.force and store.is_finished(results, job.key):
-            record = json.loads((store.jobs_dir(results) / job.key / store.RECORD).read_text())
+            record = store.read_record(store.jobs_dir(results) / job.key / store.RECORD)
             done[job.key] = {**_summary(record), "status": "cached"}
         elif job.key not in {j.key for j in todo}:
             todo.append(job)
@@ -468,10 +489,41 @@ def run_command(args: Any) -> int:
             print(f"{job.key}  {job.spec.describe()}  [{'finished' if finished else 'to run'}]")
         print(f"{len(jobs)} jobs")
         return 0
-    summaries = run_jobs(jobs, options)
+    try:
+        with _sigterm_unwinds():
+            summaries = run_jobs(jobs, options)
+    except Terminated:
+        print(
+            "stopped by SIGTERM: finished jobs are kept, the job in flight left nothing half-written; "
+            "rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGTERM
     print(format_summary(summaries))
     print(f"results in {Path(options.results).resolve()}")
     return 1 if any(s["status"] == "failed" for s in summaries) else 0
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C (not an `Exception`, so no job records it as its own failure)."""
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM (a cluster's or a user's `kill`) into `Terminated` while the grid runs, so the job in
+    flight removes its staging directory instead of dying with it half-written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def expand_sequences(spec: str) -> list[str]:
@@ -524,17 +576,15 @@ def decode_command(args: Any) -> int:
         raise BenchError(
             f"stream is {stream.method} version {stream.version}, this suite decodes version {cls.version}"
         )
-    header = stream.header
-    try:
-        info = SeqInfo(
-            name=path.stem,
-            width=int(header["width"]),
-            height=int(header["height"]),
-            num_frames=int(header["frames"]),
-            fps=25.0,
+    width = stream.header_int("width", 1, MAX_DECODE_SIDE)
+    height = stream.header_int("height", 1, MAX_DECODE_SIDE)
+    frames_count = stream.header_int("frames", 1, MAX_DECODE_PIXELS)
+    if width * height * frames_count > MAX_DECODE_PIXELS:
+        raise BitstreamError(
+            f"stream claims {frames_count} frames of {width}x{height}, more than the {MAX_DECODE_PIXELS:,} pixels "
+            f"this suite ever decodes; it is forged or corrupt"
         )
-    except (KeyError, TypeError, ValueError):
-        raise BenchError("stream header lacks width/height/frames; it cannot be decoded standalone") from None
+    info = SeqInfo(name=path.stem, width=width, height=height, num_frames=frames_count, fps=25.0)
     ctx = Context(workdir=Path(args.out).with_suffix(".work"), budget=get_budget("smoke"), device=args.device)
     frames = cls().decode(data, info, ctx)
     out = Path(args.out)

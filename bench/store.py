@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
+
 RECORD = "record.json"
 STREAM = "stream.nvbs"
 GALLERY = "gallery"
@@ -38,6 +40,18 @@ def is_finished(results: Path, key: str) -> bool:
     return (jobs_dir(results) / key / RECORD).is_file()
 
 
+class StoreError(BenchError):
+    """A results directory that cannot be written (disk full, no permission); finished jobs stay intact."""
+
+
+def _cannot_write(results: Path, what: str, exc: OSError) -> StoreError:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return StoreError(
+        f"cannot write {what} into {results}: {reason}; free space or fix permissions, then rerun "
+        f"(finished jobs are kept and skipped)"
+    )
+
+
 def write_result(
     results: Path,
     key: str,
@@ -45,10 +59,17 @@ def write_result(
     stream: bytes,
     extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Atomically publish a finished job: record, stream and whatever `extra` writes into the directory."""
+    """Atomically publish a finished job: record, stream and whatever `extra` writes into the directory.
+
+    Any failure (a full disk, a signal) removes the staging directory, so the job is either published
+    whole or not at all; an OSError becomes a one-line `StoreError`.
+    """
     final = jobs_dir(results) / key
-    jobs_dir(results).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=jobs_dir(results)))
+    try:
+        jobs_dir(results).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=jobs_dir(results)))
+    except OSError as exc:
+        raise _cannot_write(results, f"the result of job {key}", exc) from None
     try:
         (staging / STREAM).write_bytes(stream)
         if extra is not None:
@@ -60,8 +81,10 @@ def write_result(
             if not is_finished(results, key):  # not a lost race: a real failure
                 raise
             shutil.rmtree(staging, ignore_errors=True)  # another run published the same key first
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _cannot_write(results, f"the result of job {key}", exc) from None
         raise
     (failed_dir(results) / f"{key}.json").unlink(missing_ok=True)
     return final
@@ -85,13 +108,21 @@ def sweep_staging(results: Path) -> int:
 
 
 def write_failure(results: Path, key: str, record: dict[str, Any]) -> None:
-    """Keep the latest failed/skipped attempt of a job (replaced atomically)."""
-    failed_dir(results).mkdir(parents=True, exist_ok=True)
-    target = failed_dir(results) / f"{key}.json"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=failed_dir(results))
-    os.close(fd)
-    _write_json(Path(tmp), record)
-    os.replace(tmp, target)
+    """Keep the latest failed/skipped attempt of a job (replaced atomically; nothing half-written stays)."""
+    try:
+        failed_dir(results).mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=failed_dir(results))
+        os.close(fd)
+    except OSError as exc:
+        raise _cannot_write(results, f"the failure record of job {key}", exc) from None
+    try:
+        _write_json(Path(tmp), record)
+        os.replace(tmp, failed_dir(results) / f"{key}.json")
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _cannot_write(results, f"the failure record of job {key}", exc) from None
+        raise
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -101,17 +132,30 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
+def read_record(path: Path) -> dict[str, Any]:
+    """One record file; a damaged one (edited by hand, copied half) is a one-line error naming it."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StoreError(
+            f"record {path} cannot be read ({str(exc).splitlines()[0]}); delete its job directory and rerun"
+        ) from None
+    if not isinstance(record, dict):
+        raise StoreError(f"record {path} is not a JSON object; delete its job directory and rerun")
+    return record
+
+
 def iter_records(results: Path, include_failed: bool = False) -> Iterator[dict[str, Any]]:
     """Every finished record (and, on request, every failed/skipped attempt) of a results directory."""
     for record_path in sorted(jobs_dir(results).glob(f"*/{RECORD}")):
         if record_path.parent.name.startswith("."):
             continue  # a staging directory, not a published result
-        record = json.loads(record_path.read_text(encoding="utf-8"))
+        record = read_record(record_path)
         record["_dir"] = str(record_path.parent)
         yield record
     if include_failed:
         for path in sorted(failed_dir(results).glob("*.json")):
-            yield json.loads(path.read_text(encoding="utf-8"))
+            yield read_record(path)
 
 
 def records_table(results: Path, include_failed: bool = False):  # -> pandas.DataFrame

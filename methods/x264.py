@@ -5,7 +5,7 @@ from methods.classical import ClassicalCodec
 
 class X264(ClassicalCodec):
     name = "x264"
-    version = "1"
+    version = "2"
     description = "H.264 (libx264) anchor; CRF bisected to the target bpp"
     encoder = "libx264"
     raw_format = "h264"

@@ -5,7 +5,7 @@ from methods.classical import ClassicalCodec
 
 class X265(ClassicalCodec):
     name = "x265"
-    version = "1"
+    version = "2"
     description = "HEVC (libx265) anchor; CRF bisected to the target bpp"
     encoder = "libx265"
     raw_format = "hevc"

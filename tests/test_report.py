@@ -447,7 +447,10 @@ def test_seeds_fold_into_mean_and_std(
     html = out.read_text(encoding="utf-8")
     assert '<span class="sd">±' in html and "bars show ± 1 sample std" in html
     assert "123,456" in html and "65,432" in html  # params / non-zeros from the records' stats
-    assert "every trained method gets the budget&#39;s 8 epochs" in html
+    from bench.budgets import get_budget
+
+    epochs = get_budget("smoke").epochs
+    assert f"every trained method gets the budget&#39;s {epochs} epochs" in html
 
 
 def test_bd_against_anchor_and_marks_short_curves(

@@ -63,7 +63,7 @@ def test_sigkill_mid_grid_then_rerun_loses_and_recomputes_nothing(tmp_path: Path
     )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(store.jobs_dir(results).glob(f"*/{store.RECORD}"))) < 2:
+    while time.time() < deadline and len(list(store.jobs_dir(results).glob(f"[!.]*/{store.RECORD}"))) < 2:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -3,13 +3,20 @@
 Everything happens in a private temporary folder inside the cache; the sequence's file appears at its
 final path only by an atomic rename after every check has passed (byte count against Content-Length,
 sha256 against the manifest when it records one, frame size against the manifest), so an interrupted
-or failed fetch never leaves a partial file where the suite would read it.
+or failed fetch never leaves a partial file where the suite would read it. A fetch that was killed
+outright leaves its temporary folder behind; the next fetch into the same cache removes it.
+
+Archives are hostile until checked: the download stops at the size an archive of the sequence can have,
+only the manifest's member is extracted, never through a path leaving the folder nor from a link, and
+only after its declared size equals the manifest's frames (with the extraction capped at that size).
 """
 
 from __future__ import annotations
 
 import http.client
 import lzma
+import os
+import shutil
 import sys
 import tempfile
 import urllib.error
@@ -22,6 +29,8 @@ from bench.errors import DataError
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
+ARCHIVE_SLACK = 1.1  # an archive of raw frames is at most their size plus framing (and a note or two)
+ARCHIVE_EXTRA_BYTES = 1 << 20
 
 
 def fetch(name: str, url: str | None = None, cache_dir: Path | str | None = None) -> Path:
@@ -46,15 +55,18 @@ def fetch(name: str, url: str | None = None, cache_dir: Path | str | None = None
     source = entry.source
     address = url or source.url
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".fetch-{entry.name}-", dir=target.parent) as tmp:
-        archive = Path(tmp) / PurePosixPath(address.split("?")[0]).name
-        _download(address, archive, entry.name, f"extract {source.member} to {target}")
+    sweep_partial_fetches(target.parent)
+    prefix = f".fetch-{entry.name}-{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=target.parent) as tmp:
+        archive = Path(tmp) / (PurePosixPath(address.split("?")[0]).name or "archive.7z")
+        limit = archive_limit(entry)
+        _download(address, archive, entry.name, f"extract {source.member} to {target}", limit)
         if source.archive_sha256 and file_sha256(archive) != source.archive_sha256:
             raise DataError(
                 f"{address}: archive sha256 {file_sha256(archive)} differs from the manifest's {source.archive_sha256}; "
                 f"the download was discarded"
             )
-        extracted = _extract(archive, source, Path(tmp) / "out")
+        extracted = _extract(archive, source, Path(tmp) / "out", entry.frames * entry.frame_bytes)
         _check_file(extracted, entry, address)
         extracted.replace(target)  # same folder tree: atomic
     if entry.sha256 is None:  # no published checksum: show this one so it can be recorded in the manifest
@@ -62,8 +74,34 @@ def fetch(name: str, url: str | None = None, cache_dir: Path | str | None = None
     return target
 
 
-def _download(url: str, dest: Path, name: str, then: str) -> None:
-    """Stream `url` into `dest` with a progress bar; the byte count must match Content-Length."""
+def archive_limit(entry: ManifestEntry) -> int:
+    """The most bytes an archive of this sequence may have: its raw frames (or the published archive size,
+    if larger) plus slack. A server sending more is not sending this sequence."""
+    assert isinstance(entry.source, UrlSource)
+    raw = max(entry.frames * entry.frame_bytes, entry.source.archive_bytes_hint or 0)
+    return int(raw * ARCHIVE_SLACK) + ARCHIVE_EXTRA_BYTES
+
+
+def sweep_partial_fetches(folder: Path) -> int:
+    """Remove the temporary folders of fetches that were killed (their process is gone)."""
+    removed = 0
+    for leftover in folder.glob(".fetch-*"):
+        parts = leftover.name.rsplit("-", 2)  # .fetch-<name>-<pid>-<random>
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # its fetch is still running
+        except (IndexError, ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue  # another user's process
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _download(url: str, dest: Path, name: str, then: str, limit: int) -> None:
+    """Stream `url` into `dest` with a progress bar; the byte count must match Content-Length and may
+    never exceed `limit`, so a lying or endless server cannot fill the disk."""
     from tqdm import tqdm
 
     by_hand = f"download it by hand and {then} (or pass the archive: bench fetch {name} --url file:///path/to/archive.7z)"
@@ -71,6 +109,12 @@ def _download(url: str, dest: Path, name: str, then: str) -> None:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
+            if expected is not None and expected > limit:
+                raise DataError(
+                    f"{url} announces {expected} bytes, more than an archive of {name} can hold ({limit}); "
+                    f"check the URL"
+                )
+            cap = limit if expected is None else expected
             received = 0
             with tqdm(
                 total=expected,
@@ -81,10 +125,15 @@ def _download(url: str, dest: Path, name: str, then: str) -> None:
                 disable=None,
                 file=sys.stderr,
             ) as bar:
-                while chunk := response.read(CHUNK):
+                while chunk := response.read(min(CHUNK, cap + 1 - received)):
                     out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    if received > cap:  # only without a Content-Length: http.client stops at it
+                        raise DataError(
+                            f"{url} sent more than {cap} bytes, the most an archive of {name} can hold; "
+                            f"the download was discarded"
+                        )
     except urllib.error.HTTPError as exc:
         raise DataError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; {by_hand}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
@@ -96,15 +145,30 @@ def _download(url: str, dest: Path, name: str, then: str) -> None:
         )
 
 
-def _extract(archive: Path, source: UrlSource, folder: Path) -> Path:
-    """Extract only the manifest's member (matched by path, else by unique file name) into `folder`."""
+def _extract(archive: Path, source: UrlSource, folder: Path, expected: int) -> Path:
+    """Extract only the manifest's member (matched by path, else by unique file name) into `folder`.
+
+    The member must be a regular file inside the folder whose declared size is the manifest's `expected`
+    bytes; extraction is capped at that size, so an archive cannot write elsewhere or fill the disk.
+    """
     import py7zr
 
     try:
-        with py7zr.SevenZipFile(archive, mode="r") as z:
-            names = [info.filename for info in z.list() if not info.is_directory]
-            member = _pick_member(names, source.member, archive)
+        with py7zr.SevenZipFile(archive, mode="r", max_extract_size=expected) as z:
+            members = {info.filename: info for info in z.list() if not info.is_directory}
+            member = _pick_member(list(members), source.member, archive)
             _refuse_unsafe(member, archive)
+            info = members[member]
+            if not info.is_file or info.is_symlink:
+                raise DataError(
+                    f"{archive.name}: member '{member}' is a link or special file, not the sequence's frames; "
+                    f"the download was discarded"
+                )
+            if info.uncompressed != expected:
+                raise DataError(
+                    f"{archive.name}: member '{member}' declares {info.uncompressed} bytes, but the manifest's "
+                    f"frames are {expected}; the download was discarded"
+                )
             z.extract(path=folder, targets=[member])
     except (
         py7zr.exceptions.ArchiveError,
@@ -118,9 +182,9 @@ def _extract(archive: Path, source: UrlSource, folder: Path) -> Path:
             f"{archive.name}: not a readable 7z archive ({exc}); the download was discarded"
         ) from None
     extracted = folder / member
-    if not extracted.is_file():
+    if extracted.is_symlink() or not extracted.is_file():
         raise DataError(
-            f"{archive.name}: member '{member}' could not be extracted; the download was discarded"
+            f"{archive.name}: member '{member}' could not be extracted as a regular file; the download was discarded"
         )
     return extracted
 
