@@ -326,10 +326,15 @@ def code_network(state: NeRVPrunedState) -> CodedNetwork:
     return CodedNetwork({"positions": positions, **coded.sections}, header, weights, stats)
 
 
-def decode_weights(data: bytes) -> tuple[NeRVConfig, dict[str, torch.Tensor], int]:
-    """(architecture, the decoded network's weights, frame count) from a stream's bytes alone."""
-    stream = bitstream.unpack(data, expect_method=NeRVPruned.name)
-    arch, kept, frames = _read_header(stream.header)
+def decode_weights(
+    data: bytes, info: SeqInfo | None = None
+) -> tuple[NeRVConfig, dict[str, torch.Tensor], int]:
+    """(architecture, the decoded network's weights, frame count) from a stream's bytes, checked against
+    the clip `info` when given (the decoder always gives it)."""
+    stream = bitstream.unpack(data, expect_method=NeRVPruned.name, expect_version=NeRVPruned.version)
+    stream.expect_sections("positions", "weights", "side")
+    arch, frames = read_network_header(stream, info)
+    kept = _read_kept(stream.header, arch)
     shapes = parameter_shapes(arch)
     names = prunable(shapes)
     total = sum(math.prod(shapes[n]) for n in names)
@@ -353,35 +358,54 @@ def decode_weights(data: bytes) -> tuple[NeRVConfig, dict[str, torch.Tensor], in
     return arch, {name: weights[name] for name in shapes}, frames
 
 
-def _read_header(header: dict[str, Any]) -> tuple[NeRVConfig, int, int]:
-    """The architecture, kept count and frame count, checked for sanity before anything is allocated."""
-    try:
-        width, height, frames = int(header["width"]), int(header["height"]), int(header["frames"])
-        arch_fields = dict(header["arch"])
-        if set(arch_fields) != {f.name for f in dataclasses.fields(NeRVConfig)}:
-            raise ValueError
-        if not isinstance(header["coding"], dict):
-            raise ValueError
-        kept = header["pruning"]["kept"]
-        if not isinstance(kept, int) or isinstance(kept, bool):
-            raise ValueError
-        arch = NeRVConfig(**arch_fields)
-        arch.validate()
-    except (KeyError, TypeError, ValueError, MethodError):
-        raise BitstreamError("nerv-pruned stream header is malformed; re-encode it") from None
+def read_network_header(stream: bitstream.Stream, info: SeqInfo | None) -> tuple[NeRVConfig, int]:
+    """Architecture and frame count of a NeRV-family stream, checked before anything is built or rendered.
+
+    Shared by the decoders of nerv-pruned and the supermasks (their headers hold width, height, frames and
+    ``arch`` as nerv-dense's does). Sizes must be JSON integers (`Stream.header_int`; the wide bounds only
+    type them, plausibility is checked next) and, given the clip `info`, must be the clip's.
+    """
+    name = stream.method
+    width, height, frames = (stream.header_int(key, -(2**63), 2**63) for key in ("width", "height", "frames"))
     if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and 0 < frames <= MAX_FRAMES):
-        raise BitstreamError(f"nerv-pruned stream header has an implausible size {width}x{height}x{frames}")
-    if max((*arch.stem_dims, arch.fc_dim, arch.lower_width, arch.embed_levels, *arch.strides)) > MAX_SIDE:
-        raise BitstreamError("nerv-pruned stream header describes an implausibly wide network; re-encode it")
-    if count_parameters(arch) > MAX_PARAMETERS or arch.output_size != (height, width):
         raise BitstreamError(
-            "nerv-pruned stream header's network does not match its frame size; re-encode it"
+            f"{name} stream header has an implausible size {width}x{height}x{frames}; re-encode it"
         )
+    if info is not None and (width, height, frames) != (info.width, info.height, info.num_frames):
+        raise BitstreamError(
+            f"{name} stream codes {width}x{height}x{frames} but the clip is "
+            f"{info.width}x{info.height}x{info.num_frames}; decode it against its own clip"
+        )
+    try:
+        arch = NeRVConfig.from_json(stream.header["arch"])
+    except (KeyError, ValueError, MethodError) as exc:
+        detail = " ".join(str(exc).split())  # one line, whatever text the header smuggled in
+        raise BitstreamError(
+            f"{name} stream header's architecture is malformed ({detail}); re-encode it"
+        ) from None
+    if max((*arch.stem_dims, arch.fc_dim, arch.lower_width, *arch.strides)) > MAX_SIDE:
+        raise BitstreamError(f"{name} stream header describes an implausibly wide network; re-encode it")
+    if arch.output_size != (height, width):
+        raise BitstreamError(f"{name} stream header's network does not render its frame size; re-encode it")
+    # More weights than the clip has samples would cost more than raw video: no encoder writes that.
+    if count_parameters(arch) > min(MAX_PARAMETERS, 3 * width * height * frames):
+        raise BitstreamError(
+            f"{name} stream header describes more weights than the clip has samples; re-encode it"
+        )
+    return arch, frames
+
+
+def _read_kept(header: dict[str, Any], arch: NeRVConfig) -> int:
+    """The number of surviving weights, an integer the architecture can hold."""
+    pruning = header.get("pruning")
+    kept = pruning.get("kept") if isinstance(pruning, dict) else None
+    if type(kept) is not int or not isinstance(header.get("coding"), dict):
+        raise BitstreamError("nerv-pruned stream header is malformed (pruning or coding); re-encode it")
     shapes = parameter_shapes(arch)
     total = sum(math.prod(shapes[n]) for n in prunable(shapes))
     if not 1 <= kept <= total:
         raise BitstreamError(f"nerv-pruned stream header keeps {kept} of {total} weights; re-encode it")
-    return arch, kept, frames
+    return kept
 
 
 # --- sizing ----------------------------------------------------------------------------------------------------
@@ -514,7 +538,7 @@ class NeRVPruned(Method):
         return bitstream.pack(self.name, self.version, coded.header, coded.sections)
 
     def decode(self, data: bytes, info: SeqInfo, ctx: Context) -> np.ndarray:
-        arch, weights, frames = decode_weights(data)
+        arch, weights, frames = decode_weights(data, info)
         return render_weights(arch, weights, frames, ctx.device).numpy()
 
     def stats(self, state: NeRVPrunedState) -> dict[str, Any]:
