@@ -195,6 +195,25 @@ def choose_grid(
     return grid, choose_strides(height, width, grid)
 
 
+_SHAPE_FIELDS = (
+    "embed_base",
+    "embed_levels",
+    "stem_dims",
+    "start",
+    "fc_dim",
+    "expansion",
+    "reduction",
+    "lower_width",
+    "strides",
+    "activation",
+)
+
+
+def architecture_of(config: object) -> NeRVConfig:
+    """The generator architecture named by a method config's shape fields (the methods share them)."""
+    return NeRVConfig(**{name: getattr(config, name) for name in _SHAPE_FIELDS})
+
+
 def count_parameters(config: NeRVConfig) -> int:
     """Parameters of the network described by `config`, without building it."""
     return sum(math.prod(shape) for shape in parameter_shapes(config).values())

@@ -25,7 +25,15 @@ from bench.budgets import Budget
 from bench.contract import Clip, Context, Method, SeqInfo
 from bench.errors import BitstreamError, MethodError
 from methods import coding
-from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, count_parameters, parameter_shapes, render
+from methods.nerv import (
+    NeRVConfig,
+    NeRVGenerator,
+    architecture_of,
+    choose_grid,
+    count_parameters,
+    parameter_shapes,
+    render,
+)
 from methods.training import TrainResult, train
 
 # Coded bits per 8-bit weight after range coding: 6.5-6.6 measured on Bunny networks trained 300 epochs at
@@ -77,18 +85,7 @@ class NeRVDenseConfig:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
 
     def architecture(self) -> NeRVConfig:
-        return NeRVConfig(
-            embed_base=self.embed_base,
-            embed_levels=self.embed_levels,
-            stem_dims=self.stem_dims,
-            start=self.start,
-            fc_dim=self.fc_dim,
-            expansion=self.expansion,
-            reduction=self.reduction,
-            lower_width=self.lower_width,
-            strides=self.strides,
-            activation=self.activation,
-        )
+        return architecture_of(self)
 
 
 @dataclass

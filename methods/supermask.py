@@ -37,7 +37,7 @@ from bench.budgets import Budget
 from bench.contract import Clip, Context, Method, SeqInfo
 from bench.errors import BitstreamError, MethodError
 from methods import coding
-from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, parameter_shapes, render
+from methods.nerv import NeRVConfig, NeRVGenerator, architecture_of, choose_grid, parameter_shapes, render
 from methods.nerv_pruned import read_network_header
 from methods.training import TrainResult, train
 
@@ -523,18 +523,7 @@ class SupermaskConfig:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
 
     def architecture(self) -> NeRVConfig:
-        return NeRVConfig(
-            embed_base=self.embed_base,
-            embed_levels=self.embed_levels,
-            stem_dims=self.stem_dims,
-            start=self.start,
-            fc_dim=self.fc_dim,
-            expansion=self.expansion,
-            reduction=self.reduction,
-            lower_width=self.lower_width,
-            strides=self.strides,
-            activation=self.activation,
-        )
+        return architecture_of(self)
 
     def mask_settings(self, scale_mode: str) -> MaskSettings:
         return MaskSettings(self.densities, scale_mode, self.weight_init, self.scale_rule, self.alpha_param)
