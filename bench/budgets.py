@@ -70,7 +70,7 @@ BUDGETS: dict[str, Budget] = {
         lr=5e-3,
         batch_size=2,
         train_seconds=60.0,
-        bpp_ladder=(0.1, 0.2, 0.4),
+        bpp_ladder=(0.05, 0.1, 0.2, 0.4),  # four points: BD-rate needs them
     ),
     "paper": Budget(
         name="paper",

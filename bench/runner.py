@@ -70,7 +70,9 @@ def job_identity(spec: JobSpec, seq_checksum: str) -> dict[str, Any]:
         "hyper": dataclasses.asdict(cls.default_config()),
         "sequence_checksum": seq_checksum,
         "frames": {"start": budget.start, "count": budget.frames, "step": budget.step, "size": budget.size},
-        "budget": budget.to_dict(),
+        "budget": {
+            k: v for k, v in budget.to_dict().items() if k != "bpp_ladder"
+        },  # the ladder picks jobs, not results
         "target_bpp": spec.target_bpp,
         "seed": spec.seed,
         "match": spec.match if cls.trains else "n/a",
