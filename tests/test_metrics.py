@@ -289,8 +289,8 @@ def test_lpips_network_with_random_weights(
     monkeypatch.setenv(lpips_alex.ENV_LIN, str(lin))
     assert metrics.lpips_available() is None
     net = lpips_alex.load_network(backbone, lin, "cpu")
-    assert torch.equal(net.convs[2].weight, torch.load(backbone)["features.6.weight"])
-    assert torch.equal(net.lins[4], torch.load(lin)["lin4.model.1.weight"])
+    assert torch.equal(net.convs[2].weight, torch.load(backbone, weights_only=True)["features.6.weight"])
+    assert torch.equal(net.lins[4], torch.load(lin, weights_only=True)["lin4.model.1.weight"])
 
     pristine, distorted = (x[:3] for x in carphone_rgb)
     assert metrics.lpips(pristine, pristine).tolist() == [0.0, 0.0, 0.0]
@@ -298,7 +298,7 @@ def test_lpips_network_with_random_weights(
     assert (forward > 0).all()
     assert metrics.lpips(distorted, pristine) == pytest.approx(forward, rel=1e-5)  # symmetric by construction
     # unit-normalised non-negative features differ by at most 2 in squared norm, per layer
-    assert (forward <= 2 * sum(float(w.sum()) for w in torch.load(lin).values())).all()
+    assert (forward <= 2 * sum(float(w.sum()) for w in torch.load(lin, weights_only=True).values())).all()
     scores = metrics.score(pristine, distorted, metrics=["lpips"])
     assert (
         scores.per_frame["lpips"] == pytest.approx(forward.tolist())
