@@ -58,3 +58,13 @@ def smoke_clip(bunny_path: Path) -> Clip:
 @pytest.fixture
 def smoke_ctx(tmp_path: Path) -> Context:
     return Context(workdir=tmp_path / "work", budget=get_budget("smoke"), device="cpu", seed=0)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A manifest folder and a data cache of this test's own (for fetch and manifest tests)."""
+    manifests, cache = tmp_path / "manifests", tmp_path / "cache"
+    monkeypatch.setenv("BENCH_MANIFESTS", str(manifests))
+    monkeypatch.setenv("BENCH_DATA", str(cache))
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    return manifests, cache

@@ -100,16 +100,6 @@ def write_manifest(folder: Path, url: str, sha256: str | None) -> None:
     )
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    """A manifest folder and a data cache of this test's own."""
-    manifests, cache = tmp_path / "manifests", tmp_path / "cache"
-    monkeypatch.setenv("BENCH_MANIFESTS", str(manifests))
-    monkeypatch.setenv("BENCH_DATA", str(cache))
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    return manifests, cache
-
-
 def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 

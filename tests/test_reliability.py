@@ -148,16 +148,6 @@ def write_manifest(folder: Path, url: str, frames: int = FRAMES, **source: objec
     )
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    """A manifest folder and a data cache of this test's own."""
-    manifests, cache = tmp_path / "manifests", tmp_path / "cache"
-    monkeypatch.setenv("BENCH_MANIFESTS", str(manifests))
-    monkeypatch.setenv("BENCH_DATA", str(cache))
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    return manifests, cache
-
-
 @pytest.mark.parametrize("where", ["dotdot", "absolute"])
 def test_archive_member_outside_the_cache_is_refused(
     env: tuple[Path, Path], tmp_path: Path, tiny_yuv: bytes, where: str
