@@ -20,19 +20,33 @@ PERF_STEM = (512,)  # NeRV-S-like network for the timing (stem 512, C0 26, lower
 PERF_FC_DIM = 26
 PERF_LOWER_WIDTH = 96
 PERF_FRAMES = 8
+PERF_SIZES = ((180, 320), (360, 640))  # the cpu budget's size and one larger
+PERF_BUDGET = "cpu"  # the suite's loops run with this budget's batch size and precision
+# (name, precision): the suite's loops timed against the plain one; None = the budget's precision
+SUITE_LOOPS: tuple[tuple[str, str | None], ...] = (
+    ("nerv-dense", "fp32"),
+    ("nerv-dense", None),
+    ("supermask-fixed", None),
+    ("supermask-learned", None),
+)
+
+
+def _perf_arch(size: tuple[int, int]):
+    from methods.nerv import NeRVConfig, choose_grid
+
+    start, strides = choose_grid(size[0], size[1])
+    return NeRVConfig(
+        stem_dims=PERF_STEM, fc_dim=PERF_FC_DIM, lower_width=PERF_LOWER_WIDTH, start=start, strides=strides
+    )
 
 
 def _perf_model(size: tuple[int, int]):
     import torch
 
-    from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid
+    from methods.nerv import NeRVGenerator
 
-    start, strides = choose_grid(size[0], size[1])
-    config = NeRVConfig(
-        stem_dims=PERF_STEM, fc_dim=PERF_FC_DIM, lower_width=PERF_LOWER_WIDTH, start=start, strides=strides
-    )
     torch.manual_seed(0)
-    return NeRVGenerator(config)
+    return NeRVGenerator(_perf_arch(size))
 
 
 def _frames(size: tuple[int, int]) -> np.ndarray:
@@ -60,83 +74,138 @@ def _plain_train(frames: np.ndarray, size: tuple[int, int], steps: int, lr: floa
     return time.perf_counter() - begin
 
 
-def _suite_train(
-    frames: np.ndarray, size: tuple[int, int], steps: int, lr: float, batch: int, device: str
-) -> tuple[float, int]:
-    """`methods.training.train` for about `steps` steps of `batch` frames: (seconds, frames trained)."""
-    import torch
+class _SyncClock:
+    """A progress bar that notes the time and step count of every sync point of the training loop."""
 
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, int]] = []
+
+    def update(self, n: int = 1, **stats: float) -> None:
+        self.marks.append((time.perf_counter(), n))
+
+    def close(self) -> None:
+        pass
+
+
+def _suite_train(
+    loop: str, frames: np.ndarray, size: tuple[int, int], epochs: int, device: str, precision: str | None
+) -> tuple[float, str]:
+    """Steady-state frames/s of `methods.training.train` running `loop`'s network, and the precision used.
+
+    The clock starts at the end of the first epoch (one-off costs: kernel selection, allocator warm-up) and
+    stops at the last sync point, so start-up and the final checkpoint are not counted.
+    """
     from bench.budgets import get_budget
     from bench.contract import Context
+    from methods.supermask import MaskSettings, SupermaskConfig, build_generator, parameter_groups
     from methods.training import train
 
-    model = _perf_model(size)
-    count = len(frames)
+    budget = get_budget(PERF_BUDGET)
+    groups, lr = None, budget.lr
+    if loop == "nerv-dense":
+        model = _perf_model(size)
+    else:
+        scale_mode = loop.removeprefix("supermask-")
+        defaults = SupermaskConfig()
+        model = build_generator(_perf_arch(size), MaskSettings(scale_mode=scale_mode), 0)
+        groups = parameter_groups(model, scale_mode, defaults.score_lr, defaults.alpha_lr)
+        lr = defaults.score_lr
+    clock = _SyncClock()
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = Context(workdir=Path(tmp), budget=get_budget("paper"), device=device)
-        epochs = max(1, round(steps * batch / count))
-        begin = time.perf_counter()
-        train(model, frames, ctx, epochs=epochs, lr=lr, batch_size=batch)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - begin, epochs * -(-count // batch) * batch
+        ctx = Context(workdir=Path(tmp), budget=budget, device=device, progress=lambda total, desc: clock)
+        result = train(
+            model,
+            frames,
+            ctx,
+            epochs=epochs,
+            lr=lr,
+            batch_size=budget.batch_size,
+            params=groups,
+            precision=precision,
+        )
+    steps_per_epoch = -(-len(frames) // budget.batch_size)
+    ends = [t for t, _ in clock.marks[1:]]  # marks[0] is the bar's start; one sync per epoch here
+    first = ends[0]
+    trained = (len(ends) - 1) * steps_per_epoch * budget.batch_size
+    return trained / (ends[-1] - first), result.precision
 
 
-def _measure(kind: str, size: tuple[int, int], steps: int, batch: int, device: str) -> float:
-    """Frames per second of one loop, after a short warm-up, in a fresh process (see `perf_train`)."""
-    frames, lr = _frames(size), 5e-4
-    if kind == "plain":
-        _plain_train(frames, size, 2, lr)
-        return steps / _plain_train(frames, size, steps, lr)
-    _suite_train(frames, size, 1, lr, batch, device)
-    seconds, done = _suite_train(frames, size, max(1, steps // batch), lr, batch, device)
-    return done / seconds
+def _measure(loop: str, size: tuple[int, int], device: str, precision: str | None) -> tuple[float, str]:
+    """Frames per second of one loop in this (fresh) process, and the precision it ran in."""
+    frames = _frames(size)
+    epochs = 4 if size[0] * size[1] <= 180 * 320 else 3
+    if loop == "plain":
+        _plain_train(frames, size, 2, 5e-4)  # warm-up
+        steps = (epochs - 1) * len(frames)
+        return steps / _plain_train(frames, size, steps, 5e-4), "fp32"
+    return _suite_train(loop, frames, size, epochs, device, precision)
 
 
 def perf_train(
-    size: tuple[int, int] = (180, 320),
-    steps: int = 16,
-    device: str = "cpu",
-    batch_sizes: tuple[int, ...] = (1, 2, 4),
-    repeats: int = 3,
+    sizes: tuple[tuple[int, int], ...] = PERF_SIZES, device: str = "cpu", repeats: int = 3
 ) -> dict[str, Any]:
-    """Frames per second of the suite's training loop vs the plain loop, same network, same run.
+    """Training frames/s of nerv-dense and both supermask methods vs the plain loop, same network.
 
     Every measurement runs in a fresh process (the suite's loop tunes the process allocator, which must
-    not leak into the plain loop's timing); each repeat runs the plain loop and then the suite's loop at
-    every batch size, so both see the same machine load. Medians over repeats are reported with the ratio
-    suite / plain (above 1 = the suite is faster).
+    not leak into the plain loop's timing); each repeat runs the plain loop and then every suite loop, so
+    all see the same machine load. Medians over repeats are reported with the ratio suite / plain (above
+    1 = the suite is faster) and the supermask / nerv-dense step-time ratio at the same precision.
     """
     import multiprocessing
 
+    from bench.budgets import get_budget
+
+    budget = get_budget(PERF_BUDGET)
     spawn = multiprocessing.get_context("spawn")
-    plain: list[float] = []
-    suite: dict[int, list[float]] = {b: [] for b in batch_sizes}
-    for _ in range(repeats):
-        runs = [("plain", 1)] + [("suite", b) for b in batch_sizes]
-        for kind, batch in runs:
-            with spawn.Pool(1) as pool:
-                fps = pool.apply(_measure, (kind, size, steps, batch, "cpu" if kind == "plain" else device))
-            (plain if kind == "plain" else suite[batch]).append(fps)
-    base = statistics.median(plain)
     result: dict[str, Any] = {
-        "size": list(size),
         "device": device,
-        "steps": steps,
         "repeats": repeats,
-        "plain_fps": base,
-        "suite_fps": {b: statistics.median(v) for b, v in suite.items()},
-        "plain_runs": plain,
-        "suite_runs": suite,
+        "batch_size": budget.batch_size,
+        "sizes": {},
     }
-    result["ratio"] = {b: fps / base for b, fps in result["suite_fps"].items()}
-    lines = [
-        f"train perf at {size[1]}x{size[0]} on {device} (median of {repeats}):",
-        f"  plain loop (NCHW, for-loop Adam, per-step host copy, batch 1): {base:.2f} frames/s",
-    ]
-    for b, fps in result["suite_fps"].items():
-        lines.append(f"  suite loop, batch {b}: {fps:.2f} frames/s  ({result['ratio'][b]:.2f}x)")
-    print("\n".join(lines))
+    for size in sizes:
+        runs: dict[tuple[str, str | None], list[float]] = {("plain", "fp32"): []}
+        runs.update({loop: [] for loop in SUITE_LOOPS})
+        used: dict[tuple[str, str | None], str] = {}
+        for _ in range(repeats):
+            for loop, precision in runs:
+                with spawn.Pool(1) as pool:
+                    fps, used[loop, precision] = pool.apply(_measure, (loop, size, device, precision))
+                runs[loop, precision].append(fps)
+        fps = {key: statistics.median(values) for key, values in runs.items()}
+        base = fps["plain", "fp32"]
+        dense = fps["nerv-dense", None]
+        label = f"{size[1]}x{size[0]}"
+        entry = {
+            "plain_fps": base,
+            "loops": {
+                f"{loop} {used[loop, precision]}": {
+                    "fps": value,
+                    "ratio": value / base,
+                    "runs": runs[loop, precision],
+                    **({"step_vs_dense": dense / value} if loop.startswith("supermask") else {}),
+                }
+                for (loop, precision), value in fps.items()
+                if loop != "plain"
+            },
+        }
+        result["sizes"][label] = entry
+        lines = [
+            f"train at {label} on {device}, NeRV-S-like (stem 512, C0 26, lower width 96), steady-state "
+            f"median of {repeats}:",
+            f"  plain loop (fp32, NCHW, for-loop Adam, per-step host copy, batch 1): {base:.2f} frames/s",
+        ]
+        for (loop, precision), value in fps.items():
+            if loop == "plain":
+                continue
+            how = used[loop, precision] + (
+                f" (budget {PERF_BUDGET}: {budget.precision})" if precision is None else ""
+            )
+            line = f"  {loop}, {how}, batch {budget.batch_size}: {value:.2f} frames/s  ({value / base:.2f}x)"
+            if loop.startswith("supermask"):
+                line += f", step {dense / value:.2f}x nerv-dense's"
+            lines.append(line)
+        print("\n".join(lines))
     return result
 
 

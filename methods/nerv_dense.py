@@ -267,6 +267,7 @@ class NeRVDense(Method):
             "train_seconds": round(r.seconds, 2),
             "train_psnr": round(r.psnr, 3),
             "train_loss": r.loss,
+            "precision": r.precision,
         }
         if state.coding:
             out["coding"] = {k: v for k, v in state.coding.items() if k != "tensors"}

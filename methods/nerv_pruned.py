@@ -562,5 +562,6 @@ class NeRVPruned(Method):
             "train_seconds": round(dense.seconds + (tuned.seconds if tuned else 0), 2),
             "train_psnr": round(last.psnr, 3),
             "train_loss": last.loss,
+            "precision": last.precision,
             "coding": coded,
         }

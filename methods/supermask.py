@@ -422,6 +422,16 @@ def score_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [layer.scores for layer in masked_layers(model)]
 
 
+def parameter_groups(
+    model: nn.Module, scale_mode: str, score_lr: float, alpha_lr: float
+) -> list[dict[str, Any]]:
+    """Adam groups of a supermask network: the scores, plus the scales when they are learned."""
+    groups: list[dict[str, Any]] = [{"params": score_parameters(model), "lr": score_lr}]
+    if scale_mode == "learned":
+        groups.append({"params": scale_parameters(model), "lr": alpha_lr})
+    return groups
+
+
 def masked_shapes(arch: NeRVConfig) -> list[tuple[int, ...]]:
     """Shapes of the masked weights, in module order, from the architecture alone."""
     return [shape for name, shape in parameter_shapes(arch).items() if name.endswith(".weight")]
@@ -677,9 +687,7 @@ class SupermaskMethod(Method):
             )
         settings = config.mask_settings(self.scale_mode)
         model = build_generator(arch, settings, ctx.seed)
-        groups: list[dict[str, Any]] = [{"params": score_parameters(model), "lr": config.score_lr}]
-        if self.scale_mode == "learned":
-            groups.append({"params": scale_parameters(model), "lr": config.alpha_lr})
+        groups = parameter_groups(model, self.scale_mode, config.score_lr, config.alpha_lr)
         epochs = config.epochs or ctx.budget.epochs
         result = train(
             model,
@@ -802,6 +810,7 @@ class SupermaskMethod(Method):
             "train_seconds": round(r.seconds, 2),
             "train_psnr": round(r.psnr, 3),
             "train_loss": r.loss,
+            "precision": r.precision,
         }
         if state.coding:
             out["coding"] = dict(state.coding)

@@ -271,7 +271,8 @@ def describe_budget(b: dict[str, Any], width: int | None, height: int | None) ->
     size = f" at {width}x{height} px" if width and height else ""
     return (
         f"Budget '{b.get('name', '?')}': {frames}{size}; {b.get('epochs', '?')} training epochs "
-        f"(lr {b.get('lr', '?')}), {b.get('train_seconds', 0):g} s of training under time matching; "
+        f"(lr {b.get('lr', '?')}, precision {b.get('precision', 'fp32')}), {b.get('train_seconds', 0):g} s of "
+        "training under time matching; "
         f"codec preset {b.get('codec_preset', '?')}."
     )
 
@@ -611,6 +612,7 @@ def budget_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "size": "source" if not b.get("size") else f"{b['size'][1]}x{b['size'][0]}",
             "epochs": b.get("epochs"),
             "lr": b.get("lr"),
+            "precision": b.get("precision", "fp32"),
             "seconds": b.get("train_seconds"),
             "preset": b.get("codec_preset"),
         }

@@ -72,6 +72,20 @@ def test_decode_is_bit_identical_to_the_quantized_model_in_training(fitted, smok
     assert np.abs(decoded.astype(int) - smoke_clip.frames).mean() < 0.7 * mean_colour
 
 
+def test_a_bf16_trained_stream_decodes_bit_identically_in_float32(smoke_clip: Clip, tmp_path: Path) -> None:
+    budget = dataclasses.replace(get_budget("smoke"), precision="bf16")
+    method = NeRVDense()
+    config = dataclasses.replace(method.plan(smoke_clip, TARGET, budget), epochs=20, lr=1e-2)
+    state = method.fit(smoke_clip.frames, config, Context(workdir=tmp_path / "fit", budget=budget, seed=5))
+    assert method.stats(state)["precision"] == "bf16"
+    data = method.encode(state)
+    levels = quantization_levels(state.weights, config, smoke_clip.info.num_frames)
+    quantized = coding.encode_tensors(state.weights, axis=config.quant_axis, levels=levels).dequantized
+    in_training = render_weights(config.architecture(), quantized, 4, "cpu").numpy()
+    decoded = NeRVDense().decode(data, smoke_clip.info, Context(tmp_path / "decode", get_budget("smoke")))
+    assert np.array_equal(decoded, in_training)
+
+
 def test_rate_lands_on_the_target_and_the_breakdown_names_the_parts(fitted, smoke_clip: Clip) -> None:
     _, _, state, data, _ = fitted
     bpp = 8 * len(data) / smoke_clip.info.pixels

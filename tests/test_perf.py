@@ -1,0 +1,35 @@
+"""`bench perf`: each section measures what it says (the ratios themselves are machine figures, not asserted,
+except the coder's, which is deterministic)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.perf import perf_coding, perf_train
+
+
+def test_coded_size_stays_within_one_percent_of_the_entropy_bound(capsys: pytest.CaptureFixture) -> None:
+    result = perf_coding(count=200_000)
+    for name in ("weights", "level maps"):
+        assert 1.0 <= result[name]["ratio"] <= 1.01, (name, result[name])
+        assert result[name]["encode_MBps"] > 0 and result[name]["decode_MBps"] > 0
+    assert "entropy bound" in capsys.readouterr().out
+
+
+def test_train_section_times_every_loop_against_the_plain_one(capsys: pytest.CaptureFixture) -> None:
+    result = perf_train(sizes=((72, 128),), repeats=1)
+    entry = result["sizes"]["128x72"]
+    assert entry["plain_fps"] > 0
+    loops = entry["loops"]
+    assert {name.rsplit(" ", 1)[0] for name in loops} == {
+        "nerv-dense",
+        "supermask-fixed",
+        "supermask-learned",
+    }
+    assert "nerv-dense fp32" in loops
+    for name, loop in loops.items():
+        assert loop["fps"] > 0 and loop["ratio"] == pytest.approx(loop["fps"] / entry["plain_fps"])
+        if name.startswith("supermask"):
+            assert loop["step_vs_dense"] > 0
+    out = capsys.readouterr().out
+    assert "plain loop" in out and "step" in out and "nerv-dense's" in out
