@@ -6,7 +6,6 @@ throughput and the ratio, because absolute numbers on a shared machine mean litt
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -54,34 +53,40 @@ def _frames(size: tuple[int, int]) -> np.ndarray:
     return rng.integers(0, 256, size=(PERF_FRAMES, size[0], size[1], 3), dtype=np.uint8)
 
 
-def _plain_train(frames: np.ndarray, size: tuple[int, int], steps: int, lr: float) -> float:
-    """The obvious loop: NCHW, per-step copy of one frame from the host, for-loop Adam, batch 1. Seconds."""
+def _plain_train(frames: np.ndarray, size: tuple[int, int], epochs: int, lr: float) -> list[float]:
+    """The obvious loop: NCHW, per-step copy of one frame from the host, for-loop Adam, batch 1.
+
+    Returns the seconds of each epoch (one pass over the frames in a shuffled order).
+    """
     import torch
 
     model = _perf_model(size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999), foreach=False, fused=False)
     count = len(frames)
-    order = np.random.default_rng(0).permutation(steps) % count
-    begin = time.perf_counter()
-    for i in order:
-        target = torch.from_numpy(frames[i]).permute(2, 0, 1)[None].float() / 255
-        t = torch.tensor([i / count], dtype=torch.float32)
-        loss = torch.nn.functional.mse_loss(model(t), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss.item()
-    return time.perf_counter() - begin
+    rng = np.random.default_rng(0)
+    seconds = []
+    for _ in range(epochs):
+        begin = time.perf_counter()
+        for i in rng.permutation(count):
+            target = torch.from_numpy(frames[i]).permute(2, 0, 1)[None].float() / 255
+            t = torch.tensor([i / count], dtype=torch.float32)
+            loss = torch.nn.functional.mse_loss(model(t), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()
+        seconds.append(time.perf_counter() - begin)
+    return seconds
 
 
 class _SyncClock:
-    """A progress bar that notes the time and step count of every sync point of the training loop."""
+    """A progress bar that notes the time of every sync point of the training loop (here: epoch ends)."""
 
     def __init__(self) -> None:
-        self.marks: list[tuple[float, int]] = []
+        self.marks: list[float] = []
 
     def update(self, n: int = 1, **stats: float) -> None:
-        self.marks.append((time.perf_counter(), n))
+        self.marks.append(time.perf_counter())
 
     def close(self) -> None:
         pass
@@ -89,11 +94,10 @@ class _SyncClock:
 
 def _suite_train(
     loop: str, frames: np.ndarray, size: tuple[int, int], epochs: int, device: str, precision: str | None
-) -> tuple[float, str]:
-    """Steady-state frames/s of `methods.training.train` running `loop`'s network, and the precision used.
+) -> tuple[list[float], str]:
+    """`methods.training.train` running `loop`'s network: the seconds of each epoch, and the precision used.
 
-    The clock starts at the end of the first epoch (one-off costs: kernel selection, allocator warm-up) and
-    stops at the last sync point, so start-up and the final checkpoint are not counted.
+    Epochs are timed between the loop's sync points, so start-up and the final checkpoint are not counted.
     """
     from bench.budgets import get_budget
     from bench.contract import Context
@@ -123,22 +127,30 @@ def _suite_train(
             params=groups,
             precision=precision,
         )
-    steps_per_epoch = -(-len(frames) // budget.batch_size)
-    ends = [t for t, _ in clock.marks[1:]]  # marks[0] is the bar's start; one sync per epoch here
-    first = ends[0]
-    trained = (len(ends) - 1) * steps_per_epoch * budget.batch_size
-    return trained / (ends[-1] - first), result.precision
+    ends = clock.marks[1:]  # marks[0] is the bar's start; with 8 frames every sync is an epoch end
+    return [b - a for a, b in zip(ends[:-1], ends[1:], strict=False)], result.precision
 
 
-def _measure(loop: str, size: tuple[int, int], device: str, precision: str | None) -> tuple[float, str]:
-    """Frames per second of one loop in this (fresh) process, and the precision it ran in."""
+Loop = tuple[str, str | None]  # (name, precision; None = the budget's)
+
+
+def _measure(
+    loops: tuple[Loop, ...], size: tuple[int, int], device: str, epochs: int
+) -> dict[Loop, tuple[float, str]]:
+    """Best-epoch frames/s of each loop, run one after another in this (fresh) process, and its precision.
+
+    The first epoch of each loop warms up (kernel selection, allocator) and is not counted; the fastest of
+    the remaining epochs is reported, because on a shared machine noise only ever adds time.
+    """
     frames = _frames(size)
-    epochs = 4 if size[0] * size[1] <= 180 * 320 else 3
-    if loop == "plain":
-        _plain_train(frames, size, 2, 5e-4)  # warm-up
-        steps = (epochs - 1) * len(frames)
-        return steps / _plain_train(frames, size, steps, 5e-4), "fp32"
-    return _suite_train(loop, frames, size, epochs, device, precision)
+    out: dict[Loop, tuple[float, str]] = {}
+    for loop, precision in loops:
+        if loop == "plain":
+            seconds, used = _plain_train(frames, size, epochs + 1, 5e-4)[1:], "fp32"
+        else:
+            seconds, used = _suite_train(loop, frames, size, epochs + 1, device, precision)
+        out[loop, precision] = (len(frames) / min(seconds), used)
+    return out
 
 
 def perf_train(
@@ -146,10 +158,11 @@ def perf_train(
 ) -> dict[str, Any]:
     """Training frames/s of nerv-dense and both supermask methods vs the plain loop, same network.
 
-    Every measurement runs in a fresh process (the suite's loop tunes the process allocator, which must
-    not leak into the plain loop's timing); each repeat runs the plain loop and then every suite loop, so
-    all see the same machine load. Medians over repeats are reported with the ratio suite / plain (above
-    1 = the suite is faster) and the supermask / nerv-dense step-time ratio at the same precision.
+    The plain loop and the suite's loops run in separate fresh processes (the suite's loop tunes the
+    process allocator, which must not leak into the plain loop's timing), alternating `repeats` times so
+    that both see the same spells of machine load. Each figure is the best epoch over all repeats; ratios
+    are suite / plain (above 1 = the suite is faster), and supermask / nerv-dense step time at the same
+    precision.
     """
     import multiprocessing
 
@@ -164,47 +177,37 @@ def perf_train(
         "sizes": {},
     }
     for size in sizes:
-        runs: dict[tuple[str, str | None], list[float]] = {("plain", "fp32"): []}
-        runs.update({loop: [] for loop in SUITE_LOOPS})
-        used: dict[tuple[str, str | None], str] = {}
+        epochs = 3 if size[0] * size[1] <= 180 * 320 else 2
+        best: dict[Loop, float] = {}
+        used: dict[Loop, str] = {}
         for _ in range(repeats):
-            for loop, precision in runs:
+            for loops in ((("plain", "fp32"),), SUITE_LOOPS):
                 with spawn.Pool(1) as pool:
-                    fps, used[loop, precision] = pool.apply(_measure, (loop, size, device, precision))
-                runs[loop, precision].append(fps)
-        fps = {key: statistics.median(values) for key, values in runs.items()}
-        base = fps["plain", "fp32"]
-        dense = fps["nerv-dense", None]
+                    measured = pool.apply(_measure, (loops, size, device, epochs))
+                for key, (fps, precision) in measured.items():
+                    best[key] = max(best.get(key, 0.0), fps)
+                    used[key] = precision
+        base = best["plain", "fp32"]
+        dense = best["nerv-dense", None]
         label = f"{size[1]}x{size[0]}"
-        entry = {
-            "plain_fps": base,
-            "loops": {
-                f"{loop} {used[loop, precision]}": {
-                    "fps": value,
-                    "ratio": value / base,
-                    "runs": runs[loop, precision],
-                    **({"step_vs_dense": dense / value} if loop.startswith("supermask") else {}),
-                }
-                for (loop, precision), value in fps.items()
-                if loop != "plain"
-            },
-        }
-        result["sizes"][label] = entry
+        loops_out: dict[str, Any] = {}
         lines = [
-            f"train at {label} on {device}, NeRV-S-like (stem 512, C0 26, lower width 96), steady-state "
-            f"median of {repeats}:",
+            f"train at {label} on {device}, NeRV-S-like (stem 512, C0 26, lower width 96), best epoch of "
+            f"{repeats} runs:",
             f"  plain loop (fp32, NCHW, for-loop Adam, per-step host copy, batch 1): {base:.2f} frames/s",
         ]
-        for (loop, precision), value in fps.items():
-            if loop == "plain":
-                continue
-            how = used[loop, precision] + (
-                f" (budget {PERF_BUDGET}: {budget.precision})" if precision is None else ""
-            )
-            line = f"  {loop}, {how}, batch {budget.batch_size}: {value:.2f} frames/s  ({value / base:.2f}x)"
+        for key in SUITE_LOOPS:
+            loop, precision = key
+            fps = best[key]
+            entry: dict[str, Any] = {"fps": fps, "ratio": fps / base}
+            how = used[key] + (f" (budget {PERF_BUDGET}: {budget.precision})" if precision is None else "")
+            line = f"  {loop}, {how}, batch {budget.batch_size}: {fps:.2f} frames/s  ({fps / base:.2f}x)"
             if loop.startswith("supermask"):
-                line += f", step {dense / value:.2f}x nerv-dense's"
+                entry["step_vs_dense"] = dense / fps
+                line += f", step {dense / fps:.2f}x nerv-dense's"
+            loops_out[f"{loop} {used[key]}"] = entry
             lines.append(line)
+        result["sizes"][label] = {"plain_fps": base, "loops": loops_out}
         print("\n".join(lines))
     return result
 
@@ -212,19 +215,42 @@ def perf_train(
 # --- masks: supermask step vs dense step --------------------------------------------------------------------
 
 
-def perf_masks_section(size: tuple[int, int] = (180, 320)) -> dict[str, Any]:
-    """Supermask vs dense training step of the same architecture (the cpu budget's sized network)."""
-    from methods.nerv import NeRVConfig, choose_grid
-    from methods.supermask import perf_masks
+def perf_masks_section(targets: tuple[float, ...] = (0.1, 0.2, 0.4)) -> dict[str, Any]:
+    """Supermask vs dense training steps of the same architecture, at the training loop's precision.
 
-    start, strides = choose_grid(size[0], size[1])
-    arch = NeRVConfig(stem_dims=(85,), fc_dim=4, lower_width=16, start=start, strides=strides)
-    result = perf_masks(arch, batch_size=2, steps=8)
+    The networks are the ones the supermask methods train on Bunny at the cpu budget (sized for each
+    target bpp), plus the NeRV-S-like shape of the train section for reference.
+    """
+    import torch
+
+    from bench.budgets import get_budget
+    from bench.data import load_sequence, prepare_clip
+    from methods.supermask import perf_masks
+    from methods.supermask_fixed import SupermaskFixed
+    from methods.training import resolve_precision
+
+    budget = get_budget(PERF_BUDGET)
+    precision = resolve_precision(budget.precision, torch.device("cpu"))
+    clip = prepare_clip(load_sequence("bunny"), budget)
+    networks = [
+        (f"sized for {t:g} bpp", SupermaskFixed().plan(clip, t, budget).architecture()) for t in targets
+    ]
+    networks.append(("NeRV-S-like", _perf_arch(budget.size or (180, 320))))
+    result: dict[str, Any] = {"precision": precision, "batch_size": budget.batch_size, "networks": {}}
     print(
-        f"masks at {size[1]}x{size[0]} ({int(result['masked_weights']):,} masked weights): dense step "
-        f"{result['dense_ms']:.1f} ms, supermask step {result['supermask_ms']:.1f} ms "
-        f"({result['ratio']:.2f}x), mask bookkeeping {result['masks_ms']:.1f} ms"
+        f"masks at {clip.info.width}x{clip.info.height}, {precision}, batch {budget.batch_size} "
+        "(steps interleaved, min of 24; NeRV-S-like 12):"
     )
+    for label, arch in networks:
+        steps = 12 if label == "NeRV-S-like" else 24  # small networks: short steps, more of them
+        measured = perf_masks(arch, batch_size=budget.batch_size, steps=steps, precision=precision)
+        result["networks"][label] = measured
+        print(
+            f"  {label} ({int(measured['masked_weights']):,} masked weights): dense step "
+            f"{measured['dense_ms']:.1f} ms, supermask-fixed {measured['fixed_ms']:.1f} ms "
+            f"({measured['fixed_ratio']:.2f}x), supermask-learned {measured['learned_ms']:.1f} ms "
+            f"({measured['learned_ratio']:.2f}x); mask bookkeeping {measured['masks_ms']:.1f} ms"
+        )
     return result
 
 
@@ -302,7 +328,7 @@ def _direct_metrics(ref: np.ndarray, test: np.ndarray) -> None:
         )
 
 
-def perf_metrics(repeats: int = 3) -> dict[str, Any]:
+def perf_metrics(repeats: int = 5) -> dict[str, Any]:
     """Seconds per frame of PSNR + MS-SSIM + FLIP through `bench.metrics` vs direct library calls."""
     from bench.budgets import get_budget
     from bench.data import load_sequence, prepare_clip

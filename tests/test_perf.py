@@ -33,3 +33,15 @@ def test_train_section_times_every_loop_against_the_plain_one(capsys: pytest.Cap
             assert loop["step_vs_dense"] > 0
     out = capsys.readouterr().out
     assert "plain loop" in out and "step" in out and "nerv-dense's" in out
+
+
+def test_mask_step_timing_covers_dense_and_both_variants() -> None:
+    from methods.nerv import NeRVConfig
+    from methods.supermask import perf_masks
+
+    arch = NeRVConfig(stem_dims=(16,), fc_dim=4, lower_width=4, strides=(2, 2, 2), embed_levels=8)
+    for precision in ("fp32", "bf16"):
+        result = perf_masks(arch, batch_size=2, steps=2, precision=precision)
+        assert min(result[k] for k in ("dense_ms", "fixed_ms", "learned_ms", "masks_ms")) > 0
+        assert result["learned_ratio"] == pytest.approx(result["learned_ms"] / result["dense_ms"])
+        assert result["masked_weights"] > 0
