@@ -126,9 +126,13 @@ def memory_order(x: torch.Tensor) -> torch.Tensor:
     For work that does not care about element order (selection, per-level sums), this avoids the copy that
     `reshape(-1)` makes of a channels-last conv weight; tensors of one layout pair up element for element.
     """
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if _channels_last_only(x):
         return x.permute(0, 2, 3, 1).reshape(-1)
     return x.reshape(-1)
+
+
+def _channels_last_only(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def select_thresholds(magnitudes: torch.Tensor, counts: tuple[int, ...]) -> torch.Tensor:
@@ -170,10 +174,20 @@ def levels_from_thresholds(magnitudes: torch.Tensor, thresholds: torch.Tensor) -
     return levels
 
 
+def _lookup(table: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """table[levels], shaped and laid out like `levels`: one index_select in memory order (int32 indices:
+    ~1.5x faster than torch.take, itself several times faster than advanced indexing on the CPU)."""
+    values = table.index_select(0, memory_order(levels).int())
+    if _channels_last_only(levels):  # memory order is N, H, W, C
+        n, c, h, w = levels.shape
+        return values.view(n, h, w, c).permute(0, 3, 1, 2)
+    return values.view(levels.shape)
+
+
 def apply_levels(weight: torch.Tensor, levels: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
     """W = w * (alpha_1 + ... + alpha_lambda): the one definition used by training and decoding alike."""
     table = torch.cat((alphas.new_zeros(1), alphas.cumsum(0)))
-    out = weight * torch.take(table, levels.long())  # take: several times faster than indexing on the CPU
+    out = weight * _lookup(table, levels)
     # A conv's kernel follows the weight's memory layout and rounds differently in each: pin one layout (the
     # training loop's), whatever the layout of the buffers, so that a decoder renders bit-identically.
     return out.contiguous(memory_format=torch.channels_last) if out.dim() == 4 else out

@@ -21,6 +21,7 @@ from methods.supermask import (
     MaskedConv2d,
     MaskedLinear,
     MaskSettings,
+    apply_levels,
     build_generator,
     kept_counts,
     layer_alphas,
@@ -264,3 +265,26 @@ def _budget():
     from bench.budgets import get_budget
 
     return get_budget("smoke")
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (6, 4, 3, 3), (6, 1, 3, 3), (1, 4, 1, 1)])
+def test_effective_weights_do_not_depend_on_the_buffers_memory_layout(shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(shape, generator=g)
+    levels = torch.randint(0, 4, shape, dtype=torch.uint8, generator=g)
+    alphas = torch.rand(3, generator=g)
+    expected = weight * torch.cat((alphas.new_zeros(1), alphas.cumsum(0)))[levels.long()]
+    layouts = (
+        (torch.contiguous_format, torch.channels_last) if len(shape) == 4 else (torch.contiguous_format,)
+    )
+    for weight_layout in layouts:
+        for levels_layout in layouts:
+            out = apply_levels(
+                weight.contiguous(memory_format=weight_layout),
+                levels.contiguous(memory_format=levels_layout),
+                alphas,
+            )
+            assert torch.equal(out, expected), (weight_layout, levels_layout)
+    if len(shape) == 4:  # neither layout: strides of a transposed copy
+        odd = levels.transpose(2, 3).contiguous().transpose(2, 3)
+        assert torch.equal(apply_levels(weight, odd, alphas), expected)
