@@ -165,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         "section", nargs="?", default="all", choices=["train", "masks", "coding", "metrics", "decode", "all"]
     )
     p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=3, help="alternating runs of the training comparison (best epoch over all)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="alternating runs of the training comparison (best epoch over all)",
+    )
     p.set_defaults(func=_cmd_perf)
 
     p = sub.add_parser("decode", help="decode a stored stream to PNG frames or a video")
