@@ -75,7 +75,7 @@ BUDGETS: dict[str, Budget] = {
         batch_size=2,
         train_seconds=60.0,
         bpp_ladder=(0.05, 0.1, 0.2, 0.4),  # four points: BD-rate needs them
-        precision="auto",  # 1.1-1.9x faster training at the same PSNR where the CPU has bf16
+        precision="auto",  # bf16 where the CPU has it: 1.1-2x faster, ~same PSNR (docs/performance.md)
     ),
     "paper": Budget(
         name="paper",

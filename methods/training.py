@@ -9,8 +9,8 @@ sync points (every `SYNC_EVERY` steps and at epoch ends), where losses are check
 
 Precision: "bf16" runs the forward pass under bfloat16 autocast (convolutions and linear layers in bf16,
 weights, gradients, optimizer state and the loss in float32), the usual mixed-precision recipe; "auto" picks
-it where the device computes bf16 natively. On this suite's cpu budget it trains 1.1-1.9x faster at the same
-PSNR (within 0.07 dB); see docs/performance.md. Decoders always render in float32, so streams do not depend
+it where the device computes bf16 natively. It trained the cpu budget's networks 1.1-1.4x faster and a
+NeRV-S-like one ~2x faster, at about the same PSNR; see docs/performance.md. Decoders always render in float32, so streams do not depend
 on the precision a model was trained in.
 """
 
