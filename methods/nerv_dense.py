@@ -34,6 +34,7 @@ from methods.nerv import (
     parameter_shapes,
     render,
 )
+from methods.nerv_header import read_network_header
 from methods.training import TrainResult, train
 
 # Coded bits per 8-bit weight after range coding: 6.5-6.6 measured on Bunny networks trained 300 epochs at
@@ -44,9 +45,6 @@ CODER_SLACK_BITS = 64 + 8  # the range coder's final word and the side section's
 RATE_TOLERANCE = 0.10
 PLAN_BAND = 0.05  # predicted size within 5 % of the target; rate control lands the rest
 RENDER_BATCH = 4
-MAX_FRAMES = 100_000
-MAX_SIDE = 16_384
-MAX_PARAMETERS = 200_000_000
 TIMED_EPOCHS = 1_000_000  # under a wall-clock limit the clock, not the epoch count, ends training
 
 
@@ -251,7 +249,11 @@ class NeRVDense(Method):
     def decode(self, data: bytes, info: SeqInfo, ctx: Context) -> np.ndarray:
         stream = bitstream.unpack(data, expect_method=self.name, expect_version=self.version)
         stream.expect_sections("weights", "side")
-        arch, frames = _read_header(stream, info)
+        arch, frames = read_network_header(stream, info)
+        if not isinstance(stream.header.get("coding"), dict):
+            raise BitstreamError(
+                "nerv-dense stream header is malformed (coding is not a mapping); re-encode it"
+            )
         weights = coding.decode_tensors(stream.sections, stream.header["coding"], parameter_shapes(arch))
         return render_weights(arch, weights, frames, ctx.device).numpy()
 
@@ -293,31 +295,3 @@ def render_weights(
     model = NeRVGenerator(arch)
     model.load_state_dict(weights, strict=True)
     return render(model.to(device), frames, batch_size=RENDER_BATCH, device=device)
-
-
-def _read_header(stream: bitstream.Stream, info: SeqInfo) -> tuple[NeRVConfig, int]:
-    """The architecture and frame count, checked against the clip before anything is allocated."""
-    width = stream.header_int("width", 1, MAX_SIDE)
-    height = stream.header_int("height", 1, MAX_SIDE)
-    frames = stream.header_int("frames", 1, MAX_FRAMES)
-    if (width, height, frames) != (info.width, info.height, info.num_frames):
-        raise BitstreamError(
-            f"nerv-dense stream codes {width}x{height}x{frames} but the clip is "
-            f"{info.width}x{info.height}x{info.num_frames}; decode it against its own clip"
-        )
-    try:
-        arch = NeRVConfig.from_json(stream.header["arch"])
-        if not isinstance(stream.header["coding"], dict):
-            raise ValueError("coding is not a mapping")
-    except (KeyError, ValueError, MethodError) as exc:
-        raise BitstreamError(f"nerv-dense stream header is malformed ({exc}); re-encode it") from None
-    if max((*arch.stem_dims, arch.fc_dim, arch.lower_width, *arch.strides)) > MAX_SIDE:
-        raise BitstreamError("nerv-dense stream header describes an implausibly wide network; re-encode it")
-    if arch.output_size != (height, width):
-        raise BitstreamError(
-            "nerv-dense stream header's network does not render its frame size; re-encode it"
-        )
-    # More weights than the clip has samples would cost more than raw video: no encoder writes that.
-    if count_parameters(arch) > min(MAX_PARAMETERS, 3 * width * height * frames):
-        raise BitstreamError("nerv-dense stream header describes more weights than the clip has samples")
-    return arch, frames

@@ -49,15 +49,13 @@ from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, count_parameter
 from methods.nerv_dense import (
     BITS_PER_WEIGHT_AT_8,
     CODER_SLACK_BITS,
-    MAX_FRAMES,
-    MAX_PARAMETERS,
-    MAX_SIDE,
     RATE_TOLERANCE,
     SIDE_BITS_PER_TENSOR,
     TIMED_EPOCHS,
     NeRVDenseConfig,
     render_weights,
 )
+from methods.nerv_header import read_network_header
 from methods.training import TrainResult, train
 
 POSITION_SLACK_BITS = 64  # the positions' range coder ends on up to two 32-bit words
@@ -356,43 +354,6 @@ def decode_weights(
     values = coding.decode_tensors(stream.sections, stream.header["coding"], coded_shapes)
     weights = {**values, **_scatter(masks, values)}
     return arch, {name: weights[name] for name in shapes}, frames
-
-
-def read_network_header(stream: bitstream.Stream, info: SeqInfo | None) -> tuple[NeRVConfig, int]:
-    """Architecture and frame count of a NeRV-family stream, checked before anything is built or rendered.
-
-    Shared by the decoders of nerv-pruned and the supermasks (their headers hold width, height, frames and
-    ``arch`` as nerv-dense's does). Sizes must be JSON integers (`Stream.header_int`; the wide bounds only
-    type them, plausibility is checked next) and, given the clip `info`, must be the clip's.
-    """
-    name = stream.method
-    width, height, frames = (stream.header_int(key, -(2**63), 2**63) for key in ("width", "height", "frames"))
-    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and 0 < frames <= MAX_FRAMES):
-        raise BitstreamError(
-            f"{name} stream header has an implausible size {width}x{height}x{frames}; re-encode it"
-        )
-    if info is not None and (width, height, frames) != (info.width, info.height, info.num_frames):
-        raise BitstreamError(
-            f"{name} stream codes {width}x{height}x{frames} but the clip is "
-            f"{info.width}x{info.height}x{info.num_frames}; decode it against its own clip"
-        )
-    try:
-        arch = NeRVConfig.from_json(stream.header["arch"])
-    except (KeyError, ValueError, MethodError) as exc:
-        detail = " ".join(str(exc).split())  # one line, whatever text the header smuggled in
-        raise BitstreamError(
-            f"{name} stream header's architecture is malformed ({detail}); re-encode it"
-        ) from None
-    if max((*arch.stem_dims, arch.fc_dim, arch.lower_width, *arch.strides)) > MAX_SIDE:
-        raise BitstreamError(f"{name} stream header describes an implausibly wide network; re-encode it")
-    if arch.output_size != (height, width):
-        raise BitstreamError(f"{name} stream header's network does not render its frame size; re-encode it")
-    # More weights than the clip has samples would cost more than raw video: no encoder writes that.
-    if count_parameters(arch) > min(MAX_PARAMETERS, 3 * width * height * frames):
-        raise BitstreamError(
-            f"{name} stream header describes more weights than the clip has samples; re-encode it"
-        )
-    return arch, frames
 
 
 def _read_kept(header: dict[str, Any], arch: NeRVConfig) -> int:

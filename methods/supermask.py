@@ -38,7 +38,7 @@ from bench.contract import Clip, Context, Method, SeqInfo
 from bench.errors import BitstreamError, MethodError
 from methods import coding
 from methods.nerv import NeRVConfig, NeRVGenerator, architecture_of, choose_grid, parameter_shapes, render
-from methods.nerv_pruned import read_network_header
+from methods.nerv_header import read_network_header
 from methods.training import TrainResult, train
 
 SCALE_MODES = ("fixed", "learned")
