@@ -214,6 +214,38 @@ def architecture_of(config: object) -> NeRVConfig:
     return NeRVConfig(**{name: getattr(config, name) for name in _SHAPE_FIELDS})
 
 
+@dataclass(frozen=True)
+class NeRVShape:
+    """The network-shape fields of nerv-dense's and nerv-pruned's configs (the same base shape for both).
+
+    NeRV-S's stem and C0 with half its lower width, the stem capped at half the frame count; `plan` scales
+    the shape to the target rate through `width`. Why these defaults: `NeRVDenseConfig`.
+    """
+
+    stem_dims: tuple[int, ...] = (512,)
+    fc_dim: int = 26  # C0
+    lower_width: int = 48
+    expansion: float = 1.0
+    reduction: int = 2
+    embed_base: float = 1.25
+    embed_levels: int = 40
+    activation: str = "gelu"
+    stem_per_frame: float = 0.5  # last stem width at most this x frames (0: no cap)
+    start: tuple[int, int] = (9, 16)  # preferred stem grid; other aspect ratios get their own
+    strides: tuple[int, ...] = ()  # empty: chosen from the clip size
+    width: float = 1.0  # conv width factor relative to the base shape (set by `plan`)
+
+    def __post_init__(self) -> None:
+        for name in ("stem_dims", "start", "strides"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+
+    def architecture(self) -> NeRVConfig:
+        return architecture_of(self)
+
+
+SHAPE_FIELDS = tuple(f.name for f in dataclasses.fields(NeRVShape))
+
+
 def count_parameters(config: NeRVConfig) -> int:
     """Parameters of the network described by `config`, without building it."""
     return sum(math.prod(shape) for shape in parameter_shapes(config).values())

@@ -28,7 +28,7 @@ from methods import coding
 from methods.nerv import (
     NeRVConfig,
     NeRVGenerator,
-    architecture_of,
+    NeRVShape,
     choose_grid,
     count_parameters,
     parameter_shapes,
@@ -49,25 +49,14 @@ TIMED_EPOCHS = 1_000_000  # under a wall-clock limit the clock, not the epoch co
 
 
 @dataclass(frozen=True)
-class NeRVDenseConfig:
-    """Hyper-parameters; `plan` fills in the sized shape, the strides and the budget's schedule."""
+class NeRVDenseConfig(NeRVShape):
+    """Hyper-parameters; `plan` fills in the sized shape, the strides and the budget's schedule.
 
-    # Base shape, scaled by `plan` to the target rate: NeRV-S's stem and C0, with half its lower width,
-    # and the stem capped at half the frame count. On 16 Bunny frames at 180x320 and 0.1 bpp (300 epochs,
-    # lr 1e-2) this gave 25.2 dB against 23.3 dB for NeRV-S's own proportions (lower width 96, no cap);
-    # "mse" beat NeRV's L1 + SSIM loss there by 2.1 dB of PSNR (23.3 vs 21.2 dB).
-    stem_dims: tuple[int, ...] = (512,)
-    fc_dim: int = 26  # C0
-    lower_width: int = 48
-    expansion: float = 1.0
-    reduction: int = 2
-    embed_base: float = 1.25
-    embed_levels: int = 40
-    activation: str = "gelu"
-    stem_per_frame: float = 0.5  # last stem width at most this x frames (0: no cap; see `size_network`)
-    start: tuple[int, int] = (9, 16)  # preferred stem grid; other aspect ratios get their own
-    strides: tuple[int, ...] = ()  # empty: chosen from the clip size
-    width: float = 1.0  # conv width factor relative to the base shape (set by `plan`)
+    The base shape (`NeRVShape`): on 16 Bunny frames at 180x320 and 0.1 bpp (300 epochs, lr 1e-2) it gave
+    25.2 dB against 23.3 dB for NeRV-S's own proportions (lower width 96, no stem cap); "mse" beat NeRV's
+    L1 + SSIM loss there by 2.1 dB of PSNR (23.3 vs 21.2 dB).
+    """
+
     bits: int = 8  # nominal quantization bits (NeRV: 8); the plan's size model assumes them
     rate_control: bool = True  # tune the level count so the stream lands on `target_bpp`
     target_bpp: float | None = None  # set by `plan`
@@ -77,13 +66,6 @@ class NeRVDenseConfig:
     lr: float | None = None  # None: the budget's
     batch_size: int | None = None  # None: the budget's
     warmup: float = 0.2  # fraction of iterations of linear warm-up
-
-    def __post_init__(self) -> None:
-        for name in ("stem_dims", "start", "strides"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-
-    def architecture(self) -> NeRVConfig:
-        return architecture_of(self)
 
 
 @dataclass

@@ -45,7 +45,15 @@ from bench.budgets import Budget
 from bench.contract import Clip, Context, Method, SeqInfo
 from bench.errors import BitstreamError, MethodError
 from methods import coding, nerv_dense
-from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, count_parameters, parameter_shapes
+from methods.nerv import (
+    SHAPE_FIELDS,
+    NeRVConfig,
+    NeRVGenerator,
+    NeRVShape,
+    choose_grid,
+    count_parameters,
+    parameter_shapes,
+)
 from methods.nerv_dense import (
     BITS_PER_WEIGHT_AT_8,
     CODER_SLACK_BITS,
@@ -61,39 +69,13 @@ from methods.training import TrainResult, train
 POSITION_SLACK_BITS = 64  # the positions' range coder ends on up to two 32-bit words
 SIZE_AIM = 0.01  # stop sizing when the predicted size is within 1 % of the target
 SIZING_ROUNDS = 8
-SHAPE_FIELDS = (
-    "stem_dims",
-    "fc_dim",
-    "lower_width",
-    "expansion",
-    "reduction",
-    "embed_base",
-    "embed_levels",
-    "activation",
-    "stem_per_frame",
-    "start",
-    "strides",
-    "width",
-)
 
 
 @dataclass(frozen=True)
-class NeRVPrunedConfig:
-    """Hyper-parameters; `plan` fills in the sized shape, the strides and the budget's schedule."""
+class NeRVPrunedConfig(NeRVShape):
+    """Hyper-parameters; `plan` fills in the sized shape (scaled exactly as nerv-dense scales its own, from
+    the same base shape), the strides and the budget's schedule."""
 
-    # Base shape, scaled by `plan` exactly as nerv-dense scales its own (same defaults).
-    stem_dims: tuple[int, ...] = (512,)
-    fc_dim: int = 26  # C0
-    lower_width: int = 48
-    expansion: float = 1.0
-    reduction: int = 2
-    embed_base: float = 1.25
-    embed_levels: int = 40
-    activation: str = "gelu"
-    stem_per_frame: float = 0.5  # last stem width at most this x frames (0: no cap)
-    start: tuple[int, int] = (9, 16)
-    strides: tuple[int, ...] = ()  # empty: chosen from the clip size
-    width: float = 1.0  # conv width factor relative to the base shape (set by `plan`)
     sparsity: float = 0.4  # fraction of stem/conv weights pruned (NeRV's prune ratio 0.4)
     finetune_fraction: float = 0.2  # share of the epochs (or of the time limit) spent fine-tuning
     finetune_warmup: float = 0.0  # warm-up of the fine-tuning schedule (NeRV's pruning command: 0)
@@ -105,10 +87,6 @@ class NeRVPrunedConfig:
     lr: float | None = None  # None: the budget's
     batch_size: int | None = None  # None: the budget's
     warmup: float = 0.2  # warm-up of the dense schedule
-
-    def __post_init__(self) -> None:
-        for name in ("stem_dims", "start", "strides"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
 
     def validate(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -123,9 +101,6 @@ class NeRVPrunedConfig:
     def dense_shape(self) -> NeRVDenseConfig:
         """The same shape as a nerv-dense config, for its sizing rule."""
         return NeRVDenseConfig(**{name: getattr(self, name) for name in SHAPE_FIELDS}, bits=self.bits)
-
-    def architecture(self) -> NeRVConfig:
-        return self.dense_shape().architecture()
 
     def epoch_split(self, total: int) -> tuple[int, int]:
         """(dense, fine-tuning) epochs out of `total`; at least one of each when fine-tuning at all."""
