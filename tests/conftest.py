@@ -68,3 +68,11 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     monkeypatch.setenv("BENCH_DATA", str(cache))
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     return manifests, cache
+
+
+@pytest.fixture(scope="session")
+def tiny_yuv(carphone_paths: tuple[Path, Path]) -> bytes:
+    """Three real carphone frames as raw yuv420p: the sequence "Tiny" of `tiny_sequence`."""
+    from tiny_sequence import tiny_yuv_bytes
+
+    return tiny_yuv_bytes(carphone_paths[0])

@@ -11,20 +11,15 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import av
-import numpy as np
 import py7zr
 import pytest
-import yaml
+from tiny_sequence import FRAMES, HEIGHT, MEMBER, WIDTH, write_manifest
 
 from bench.cli import main
 from bench.data import load_sequence
 from bench.data.catalog import list_sequences
 from bench.data.fetch import fetch
 from bench.errors import DataError
-
-WIDTH, HEIGHT, FRAMES = 176, 144, 3
-MEMBER = "Tiny_176x144_3f.yuv"
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -52,18 +47,6 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def tiny_yuv(carphone_paths: tuple[Path, Path]) -> bytes:
-    """Three real carphone frames as raw yuv420p, exactly as ffmpeg decodes them."""
-    planes = []
-    with av.open(str(carphone_paths[0])) as container:
-        for frame in container.decode(video=0):
-            planes.append(frame.to_ndarray(format="yuv420p"))
-            if len(planes) == FRAMES:
-                break
-    return np.stack(planes).tobytes()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_yuv: bytes) -> Iterator[Served]:
     """Serves a folder holding Tiny.7z (the .yuv inside a sub-folder, plus a .txt, as UVG archives do)."""
     root = tmp_path_factory.mktemp("www")
@@ -80,24 +63,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_yuv: bytes) -> Iterato
     for httpd in servers:
         httpd.shutdown()
         httpd.server_close()
-
-
-def write_manifest(folder: Path, url: str, sha256: str | None) -> None:
-    entry = {
-        "name": "Tiny",
-        "width": WIDTH,
-        "height": HEIGHT,
-        "fps": 30,
-        "frames": FRAMES,
-        "pix_fmt": "yuv420p",
-        "colour": "bt601",
-        "sha256": sha256,
-        "source": {"url": url, "member": MEMBER, "archive_bytes_hint": None},
-    }
-    folder.mkdir(exist_ok=True)
-    (folder / "tiny.yaml").write_text(
-        yaml.safe_dump({"dataset": "tiny", "licence": "test", "sequences": [entry]})
-    )
 
 
 def files_under(folder: Path) -> list[Path]:

@@ -27,8 +27,8 @@ import av
 import numpy as np
 import py7zr
 import pytest
-import yaml
 from PIL import Image
+from tiny_sequence import FRAMES, HEIGHT, MEMBER, WIDTH, write_manifest
 
 from bench import registry, store
 from bench.budgets import get_budget
@@ -38,8 +38,6 @@ from bench.data.fetch import fetch
 from bench.data.manifests import load_manifests
 from bench.errors import DataError
 
-WIDTH, HEIGHT, FRAMES = 176, 144, 3
-MEMBER = "Tiny_176x144_3f.yuv"
 SMOKE = ["--budget", "smoke", "--seq", "bunny"]
 
 
@@ -54,18 +52,6 @@ def files_under(folder: Path) -> list[Path]:
 
 
 # --- archives and downloads ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_yuv(carphone_paths: tuple[Path, Path]) -> bytes:
-    """Three real carphone frames as raw yuv420p."""
-    planes = []
-    with av.open(str(carphone_paths[0])) as container:
-        for frame in container.decode(video=0):
-            planes.append(frame.to_ndarray(format="yuv420p"))
-            if len(planes) == FRAMES:
-                break
-    return np.stack(planes).tobytes()
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -128,24 +114,6 @@ def make_archive(path: Path, members: dict[str, bytes]) -> Path:
         for name, data in members.items():
             archive._writestr(data, name)  # the public writestr refuses hostile names, which is the point
     return path
-
-
-def write_manifest(folder: Path, url: str, frames: int = FRAMES, **source: object) -> None:
-    entry = {
-        "name": "Tiny",
-        "width": WIDTH,
-        "height": HEIGHT,
-        "fps": 30,
-        "frames": frames,
-        "pix_fmt": "yuv420p",
-        "colour": "bt601",
-        "sha256": None,
-        "source": {"url": url, "member": MEMBER, **source},
-    }
-    folder.mkdir(exist_ok=True)
-    (folder / "tiny.yaml").write_text(
-        yaml.safe_dump({"dataset": "tiny", "licence": "test", "sequences": [entry]})
-    )
 
 
 @pytest.mark.parametrize("where", ["dotdot", "absolute"])
