@@ -478,6 +478,9 @@ def perf_masks(
     `steps` is reported. ``masks_ms`` times the learned variant's mask bookkeeping alone (effective weights
     forward and backward).
     """
+    from methods.training import keep_freed_memory
+
+    keep_freed_memory()  # the training loop's allocator setting (it changes what large temporaries cost)
     height, width = arch.output_size
     t = torch.arange(batch_size, dtype=torch.float32) / batch_size
     target = torch.rand(batch_size, 3, height, width, generator=torch.Generator().manual_seed(seed))
