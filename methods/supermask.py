@@ -166,12 +166,31 @@ def select_thresholds(magnitudes: torch.Tensor, counts: tuple[int, ...]) -> torc
     return picked
 
 
-def levels_from_thresholds(magnitudes: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """lambda = number of thresholds each magnitude reaches, as uint8 (the nested masks, summed)."""
-    levels = (magnitudes >= thresholds[0]).to(torch.uint8)
-    for t in thresholds[1:]:
-        levels += magnitudes >= t
+def levels_from_thresholds(
+    magnitudes: torch.Tensor, thresholds: torch.Tensor, counts: tuple[int, ...]
+) -> torch.Tensor:
+    """lambda = number of levels each weight reaches, as uint8 (the nested masks, summed).
+
+    Level n holds exactly counts[n] weights, the largest magnitudes: the rate model and the decoder's size
+    check count on it. Where the counts[n]-th largest magnitude occurs more than once (scores do collide
+    in long runs), the tie is broken by position: the first tied weights in flat order reach the level.
+    """
+    levels = torch.zeros(magnitudes.shape, dtype=torch.uint8, device=magnitudes.device)
+    for t, kept in zip(thresholds, counts, strict=True):
+        reach = magnitudes >= t
+        if int(reach.sum()) != kept:
+            reach = _first_reaching(magnitudes, t, kept)
+        levels += reach
     return levels
+
+
+def _first_reaching(magnitudes: torch.Tensor, threshold: torch.Tensor, kept: int) -> torch.Tensor:
+    """The `kept` largest magnitudes when `threshold` (the kept-th largest) is tied: all above it, then the
+    first tied ones in flat order. Nested across levels: a higher level keeps a prefix of the same ties."""
+    reach = (magnitudes > threshold).reshape(-1)
+    tied = (magnitudes == threshold).reshape(-1).nonzero().squeeze(1)
+    reach[tied[: kept - int(reach.sum())]] = True
+    return reach.view(magnitudes.shape)
 
 
 def _lookup(table: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -201,7 +220,7 @@ class _HierarchicalMask(torch.autograd.Function):
         ctx: Any, scores: torch.Tensor, alphas: torch.Tensor, weight: torch.Tensor, counts: tuple[int, ...]
     ):
         magnitudes = scores.detach().abs()
-        levels = levels_from_thresholds(magnitudes, select_thresholds(magnitudes, counts))
+        levels = levels_from_thresholds(magnitudes, select_thresholds(magnitudes, counts), counts)
         ctx.save_for_backward(scores, alphas, weight, levels)  # levels as uint8: 1 byte a weight
         return apply_levels(weight, levels, alphas)
 
@@ -299,7 +318,7 @@ class MaskedLayer(nn.Module):
         if self.levels is not None:
             return self.levels.clone()
         magnitudes = self.scores.detach().abs()
-        return levels_from_thresholds(magnitudes, select_thresholds(magnitudes, self.counts))
+        return levels_from_thresholds(magnitudes, select_thresholds(magnitudes, self.counts), self.counts)
 
     @torch.no_grad()
     def load_code(self, levels: torch.Tensor, alphas: torch.Tensor) -> None:

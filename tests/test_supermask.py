@@ -26,6 +26,7 @@ from methods.supermask import (
     kept_counts,
     layer_alphas,
     level_maps,
+    levels_from_thresholds,
     load_code,
     masked_layers,
     select_thresholds,
@@ -288,3 +289,36 @@ def test_effective_weights_do_not_depend_on_the_buffers_memory_layout(shape: tup
     if len(shape) == 4:  # neither layout: strides of a transposed copy
         odd = levels.transpose(2, 3).contiguous().transpose(2, 3)
         assert torch.equal(apply_levels(weight, odd, alphas), expected)
+
+
+def test_tied_magnitudes_still_give_each_level_exactly_its_count() -> None:
+    # Heavy ties: 1000 magnitudes drawn from 7 values, so every threshold value occurs many times.
+    magnitudes = torch.randint(0, 7, (40, 25), generator=torch.Generator().manual_seed(3)).float()
+    counts = kept_counts(magnitudes.numel(), (0.3, 0.1, 0.03))
+    levels = levels_from_thresholds(magnitudes, select_thresholds(magnitudes, counts), counts)
+    assert [int((levels >= n).sum()) for n in (1, 2, 3)] == list(counts)
+    # The k largest by (magnitude, then first position), and nested: the ranking defines every level.
+    order = sorted(range(magnitudes.numel()), key=lambda i: (-float(magnitudes.reshape(-1)[i]), i))
+    rank = torch.empty(magnitudes.numel(), dtype=torch.long)
+    rank[torch.tensor(order)] = torch.arange(magnitudes.numel())
+    expected = sum((rank < k).to(torch.uint8) for k in counts).view(magnitudes.shape)
+    assert torch.equal(levels, expected)
+
+
+def test_a_stream_whose_scores_collide_still_decodes(fitted, smoke_clip: Clip) -> None:
+    """Long runs make scores collide at a threshold; the level counts (and so the mask section's length,
+    which the decoder checks) must not move."""
+    import copy
+
+    from bench.budgets import get_budget
+
+    method, _, state, _, workdir = fitted
+    model = copy.deepcopy(state.model)  # the fixture's state is shared
+    with torch.no_grad():
+        for layer in masked_layers(model):
+            layer.scores.copy_((layer.scores * 50).round() / 50)  # a few dozen distinct values per layer
+    levels = level_maps(model)
+    assert [int((lv >= 1).sum()) for lv in levels] == [layer.counts[0] for layer in masked_layers(model)]
+    data = method.encode(dataclasses.replace(state, model=model, levels=levels))
+    decoded = method.decode(data, smoke_clip.info, Context(workdir / "collided", get_budget("smoke")))
+    assert decoded.shape == smoke_clip.frames.shape
