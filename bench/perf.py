@@ -308,23 +308,14 @@ def _direct_metrics(ref: np.ndarray, test: np.ndarray) -> None:
 
     from bench.metrics import ms_ssim_window
 
+    def as_tensor(frames: np.ndarray) -> torch.Tensor:
+        nchw = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        return nchw.float().div(255).contiguous(memory_format=torch.channels_last)
+
     a, b = ref.astype(np.float64) / 255, test.astype(np.float64) / 255
     _ = 10 * np.log10(1 / ((a - b) ** 2).mean(axis=(1, 2, 3)))
-    x = (
-        torch.from_numpy(ref)
-        .permute(0, 3, 1, 2)
-        .float()
-        .div(255)
-        .contiguous(memory_format=torch.channels_last)
-    )
-    y = (
-        torch.from_numpy(test)
-        .permute(0, 3, 1, 2)
-        .float()
-        .div(255)
-        .contiguous(memory_format=torch.channels_last)
-    )
-    ms_ssim(x, y, data_range=1.0, size_average=False, win_size=ms_ssim_window(*ref.shape[1:3]))
+    window = ms_ssim_window(*ref.shape[1:3])
+    ms_ssim(as_tensor(ref), as_tensor(test), data_range=1.0, size_average=False, win_size=window)
     for r, t in zip(ref, test, strict=True):
         flip_evaluator.evaluate(
             r.astype(np.float32) / 255, t.astype(np.float32) / 255, "LDR", applyMagma=False

@@ -35,7 +35,7 @@ from methods.nerv import (
     render,
 )
 from methods.nerv_header import read_network_header
-from methods.training import TrainResult, train
+from methods.training import TrainResult, train, with_budget_schedule
 
 # Coded bits per 8-bit weight after range coding: 6.5-6.6 measured on Bunny networks trained 300 epochs at
 # the cpu size (short runs code nearer 8 bits, long ones lower; rate control absorbs the difference).
@@ -182,16 +182,8 @@ class NeRVDense(Method):
     trains = True
 
     def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> NeRVDenseConfig:
-        base = self.default_config()
-        sized = size_network(base, clip.info, target_bpp)
-        return dataclasses.replace(
-            sized,
-            epochs=base.epochs if base.epochs is not None else budget.epochs,
-            lr=base.lr if base.lr is not None else budget.lr,
-            batch_size=base.batch_size if base.batch_size is not None else budget.batch_size,
-            warmup=budget.warmup,
-            target_bpp=target_bpp,
-        )
+        sized = size_network(self.default_config(), clip.info, target_bpp)
+        return with_budget_schedule(sized, budget, target_bpp=target_bpp)
 
     def fit(self, frames: np.ndarray, config: NeRVDenseConfig, ctx: Context) -> NeRVDenseState:
         arch = config.architecture()
@@ -246,12 +238,7 @@ class NeRVDense(Method):
             "stem_dims": list(state.config.stem_dims),
             "fc_dim": state.config.fc_dim,
             "lower_width": state.config.lower_width,
-            "epochs": r.epochs,
-            "steps": r.steps,
-            "train_seconds": round(r.seconds, 2),
-            "train_psnr": round(r.psnr, 3),
-            "train_loss": r.loss,
-            "precision": r.precision,
+            **r.summary(),
         }
         if state.coding:
             out["coding"] = {k: v for k, v in state.coding.items() if k != "tensors"}

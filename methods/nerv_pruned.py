@@ -64,7 +64,7 @@ from methods.nerv_dense import (
     render_weights,
 )
 from methods.nerv_header import read_network_header
-from methods.training import TrainResult, train
+from methods.training import TrainResult, train, with_budget_schedule
 
 POSITION_SLACK_BITS = 64  # the positions' range coder ends on up to two 32-bit words
 SIZE_AIM = 0.01  # stop sizing when the predicted size is within 1 % of the target
@@ -409,16 +409,8 @@ class NeRVPruned(Method):
     trains = True
 
     def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> NeRVPrunedConfig:
-        base = self.default_config()
-        sized = size_network(base, clip.info, target_bpp)
-        return dataclasses.replace(
-            sized,
-            epochs=base.epochs if base.epochs is not None else budget.epochs,
-            lr=base.lr if base.lr is not None else budget.lr,
-            batch_size=base.batch_size if base.batch_size is not None else budget.batch_size,
-            warmup=budget.warmup,
-            target_bpp=target_bpp,
-        )
+        sized = size_network(self.default_config(), clip.info, target_bpp)
+        return with_budget_schedule(sized, budget, target_bpp=target_bpp)
 
     def fit(self, frames: np.ndarray, config: NeRVPrunedConfig, ctx: Context) -> NeRVPrunedState:
         config.validate()

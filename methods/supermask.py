@@ -39,7 +39,7 @@ from bench.errors import BitstreamError, MethodError
 from methods import coding
 from methods.nerv import NeRVConfig, NeRVGenerator, architecture_of, choose_grid, parameter_shapes, render
 from methods.nerv_header import read_network_header
-from methods.training import TrainResult, train
+from methods.training import TrainResult, train, with_budget_schedule
 
 SCALE_MODES = ("fixed", "learned")
 WEIGHT_INITS = ("signed", "normal")  # sign(w0) * c, or w0 * c with w0 ~ N(0, 1)
@@ -730,13 +730,7 @@ class SupermaskMethod(Method):
         self, base: SupermaskConfig, clip: Clip, target_bpp: float, budget: Budget
     ) -> SupermaskConfig:
         """`plan` starting from a given config instead of the defaults (for sweeps)."""
-        sized = self.size_network(base, clip.info, target_bpp)
-        return dataclasses.replace(
-            sized,
-            epochs=base.epochs if base.epochs is not None else budget.epochs,
-            batch_size=base.batch_size if base.batch_size is not None else budget.batch_size,
-            warmup=base.warmup if base.warmup is not None else budget.warmup,
-        )
+        return with_budget_schedule(self.size_network(base, clip.info, target_bpp), budget)
 
     # -- fit ---------------------------------------------------------------------------------------------
     def fit(self, frames: np.ndarray, config: SupermaskConfig, ctx: Context) -> SupermaskState:
@@ -866,12 +860,7 @@ class SupermaskMethod(Method):
                 "min": round(float(relative.min()), 4),
                 "max": round(float(relative.max()), 4),
             },
-            "epochs": r.epochs,
-            "steps": r.steps,
-            "train_seconds": round(r.seconds, 2),
-            "train_psnr": round(r.psnr, 3),
-            "train_loss": r.loss,
-            "precision": r.precision,
+            **r.summary(),
         }
         if state.coding:
             out["coding"] = dict(state.coding)

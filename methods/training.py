@@ -17,6 +17,7 @@ on the precision a model was trained in.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 import os
 import sys
@@ -31,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.budgets import Budget
 from bench.contract import Context, FitFailed
 from methods.nerv import frame_times
 
 LOSSES = ("mse", "nerv")
+SCHEDULE_FIELDS = ("epochs", "lr", "batch_size", "warmup")  # a config's None here means "the budget's"
 PRECISIONS = ("fp32", "bf16", "auto")
 SYNC_EVERY = 32  # steps between host syncs (NaN check, progress, checkpoint opportunity)
 CHECKPOINT_FORMAT = 1
@@ -51,6 +54,27 @@ class TrainResult:
     seconds: float  # wall-clock training time, summed over resumed runs
     resumed_from_step: int = 0
     precision: str = "fp32"  # what the forward pass ran in ("fp32" or "bf16"), after resolving "auto"
+
+    def summary(self) -> dict[str, Any]:
+        """The training figures a method's stats report."""
+        return {
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "train_seconds": round(self.seconds, 2),
+            "train_psnr": round(self.psnr, 3),
+            "train_loss": self.loss,
+            "precision": self.precision,
+        }
+
+
+def with_budget_schedule(config: Any, budget: Budget, **changes: Any) -> Any:
+    """`config` (a method's dataclass) with each schedule field it leaves None taken from the budget."""
+    filled = {
+        name: getattr(budget, name)
+        for name in SCHEDULE_FIELDS
+        if hasattr(config, name) and getattr(config, name) is None
+    }
+    return dataclasses.replace(config, **filled, **changes)
 
 
 def native_bf16(device: torch.device) -> bool:
