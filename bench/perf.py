@@ -242,10 +242,10 @@ def perf_masks_section(targets: tuple[float, ...] = (0.1, 0.2, 0.4)) -> dict[str
     result: dict[str, Any] = {"precision": precision, "batch_size": budget.batch_size, "networks": {}}
     print(
         f"masks at {clip.info.width}x{clip.info.height}, {precision}, batch {budget.batch_size} "
-        "(steps interleaved, min of 24; NeRV-S-like 12):"
+        "(steps interleaved, min of 40; NeRV-S-like 24):"
     )
     for label, arch in networks:
-        steps = 12 if label == "NeRV-S-like" else 24  # small networks: short steps, more of them
+        steps = 24 if label == "NeRV-S-like" else 40  # small networks: short steps, more of them
         measured = perf_masks(arch, batch_size=budget.batch_size, steps=steps, precision=precision)
         result["networks"][label] = measured
         print(

@@ -21,14 +21,17 @@ from methods.supermask import (
     MaskedConv2d,
     MaskedLinear,
     MaskSettings,
+    _device_levels,
     apply_levels,
     build_generator,
     kept_counts,
     layer_alphas,
     level_maps,
+    level_sums,
     levels_from_thresholds,
     load_code,
     masked_layers,
+    nested_levels,
     select_thresholds,
 )
 from methods.supermask_fixed import SupermaskFixed
@@ -322,3 +325,32 @@ def test_a_stream_whose_scores_collide_still_decodes(fitted, smoke_clip: Clip) -
     data = method.encode(dataclasses.replace(state, model=model, levels=levels))
     decoded = method.decode(data, smoke_clip.info, Context(workdir / "collided", get_budget("smoke")))
     assert decoded.shape == smoke_clip.frames.shape
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("tied", [False, True])
+def test_host_and_device_level_maps_agree(layout: str, tied: bool) -> None:
+    """The CPU computes levels in numpy, other devices in torch ops: one definition, so identical maps."""
+    g = torch.Generator().manual_seed(11)
+    magnitudes = torch.rand(16, 12, 3, 3, generator=g)
+    if tied:
+        magnitudes = (magnitudes * 6).round()
+    if layout == "channels_last":
+        magnitudes = magnitudes.contiguous(memory_format=torch.channels_last)
+    counts = kept_counts(magnitudes.numel(), (0.3, 0.1, 0.03))
+    host = nested_levels(magnitudes, counts)
+    device = _device_levels(magnitudes, select_thresholds(magnitudes, counts), counts)
+    assert host.stride() == magnitudes.stride()  # laid out like the scores: lookups pair up in memory
+    assert torch.equal(host, device)
+    assert [int((host >= n).sum()) for n in (1, 2, 3)] == list(counts)
+
+
+@pytest.mark.parametrize("levels_layout", [torch.contiguous_format, torch.channels_last])
+def test_per_level_sums_match_a_bincount(levels_layout) -> None:
+    g = torch.Generator().manual_seed(4)
+    levels = torch.randint(0, 4, (9, 6, 3, 3), dtype=torch.uint8, generator=g)
+    values = torch.randn(9, 6, 3, 3, generator=g).contiguous(memory_format=torch.channels_last)
+    per_level = torch.bincount(levels.reshape(-1), weights=values.reshape(-1).double(), minlength=4)
+    expected = per_level.flip(0).cumsum(0).flip(0)[1:].float()
+    got = level_sums(levels.contiguous(memory_format=levels_layout), values, 3)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
