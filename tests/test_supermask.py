@@ -15,7 +15,7 @@ import torch
 from bench import bitstream
 from bench.contract import Clip, Context
 from bench.errors import BitstreamError, MethodError
-from methods.nerv import NeRVConfig, render
+from methods.nerv import NeRVConfig, NeRVGenerator, render
 from methods.supermask import (
     RENDER_BATCH,
     MaskedConv2d,
@@ -354,3 +354,28 @@ def test_per_level_sums_match_a_bincount(levels_layout) -> None:
     expected = per_level.flip(0).cumsum(0).flip(0)[1:].float()
     got = level_sums(levels.contiguous(memory_format=levels_layout), values, 3)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale_mode", ["fixed", "learned"])
+def test_one_burst_of_masks_equals_layer_by_layer(scale_mode: str) -> None:
+    """`MaskedNeRV` computes all layers' weights in one autograd node; the output and every gradient are
+    those of the layer-by-layer path (the plain NeRV forward over the same layers), bit for bit."""
+    model = build_generator(SMALL, MaskSettings(scale_mode=scale_mode), seed=3)
+    t = torch.tensor([0.0, 0.5])
+    grads = []
+    for forward in (model.forward, lambda x: NeRVGenerator.forward(model, x)):
+        model.zero_grad(set_to_none=True)
+        out = forward(t)
+        out.square().mean().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    (out_burst, burst), (out_layers, layers) = grads
+    assert torch.equal(out_burst, out_layers)
+    assert len(burst) == len(layers) == len(list(model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(burst, layers, strict=True))
+
+
+def test_no_precomputed_weight_outlives_a_forward() -> None:
+    model = build_generator(SMALL, MaskSettings(), seed=3)
+    with pytest.raises(RuntimeError):
+        model(torch.zeros(1, 5))  # a malformed input fails inside the network
+    assert all(layer.precomputed is None for layer in masked_layers(model))
