@@ -252,7 +252,9 @@ def perf_masks_section(targets: tuple[float, ...] = (0.1, 0.2, 0.4)) -> dict[str
             f"  {label} ({int(measured['masked_weights']):,} masked weights): dense step "
             f"{measured['dense_ms']:.1f} ms, supermask-fixed {measured['fixed_ms']:.1f} ms "
             f"({measured['fixed_ratio']:.2f}x), supermask-learned {measured['learned_ms']:.1f} ms "
-            f"({measured['learned_ratio']:.2f}x); mask bookkeeping {measured['masks_ms']:.1f} ms"
+            f"({measured['learned_ratio']:.2f}x); mask bookkeeping {measured['masks_ms']:.1f} ms, of which "
+            f"threshold selection {measured['selection_ms']:.1f} ms "
+            f"({measured['selection_ms'] / measured['learned_ms']:.0%} of the learned step)"
         )
     return result
 
@@ -292,7 +294,8 @@ def perf_coding(count: int = 1_000_000) -> dict[str, Any]:
         }
         print(
             f"coding {name}: {8 * len(data):,} bits vs entropy bound {bound:,.0f} ({ratio:.4f}x), "
-            f"encode {count / encode_s / 1e6:.1f} M symbols/s, decode {count / decode_s / 1e6:.1f} M symbols/s"
+            f"encode {count / encode_s / 1e6:.1f} MB/s, decode {count / decode_s / 1e6:.1f} MB/s "
+            "(one-byte symbols)"
         )
     return result
 

@@ -636,7 +636,7 @@ def perf_masks(
     The steps run as `methods.training.train` runs them (channels-last, fused Adam, bf16 autocast when
     `precision` is "bf16") and alternate, so that a shared machine's load hits all alike; the minimum over
     `steps` is reported. ``masks_ms`` times the learned variant's mask bookkeeping alone (effective weights
-    forward and backward).
+    forward and backward), ``selection_ms`` the part of it that selects the thresholds and level maps.
     """
     from methods.training import keep_freed_memory
 
@@ -671,11 +671,17 @@ def perf_masks(
     def bookkeeping() -> None:
         sum(weight.sum() for weight in effective_weights(layers)).backward()
 
+    @torch.no_grad()
+    def selection() -> None:
+        for layer in layers:
+            nested_levels(layer.scores.abs(), layer.counts)
+
     steps_by_name = {
         "dense_ms": trainer(dense),
         "fixed_ms": trainer(fixed),
         "learned_ms": trainer(learned),
         "masks_ms": bookkeeping,
+        "selection_ms": selection,
     }
     times: dict[str, list[float]] = {name: [] for name in steps_by_name}
     for rep in range(steps + 1):

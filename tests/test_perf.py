@@ -42,6 +42,6 @@ def test_mask_step_timing_covers_dense_and_both_variants() -> None:
     arch = NeRVConfig(stem_dims=(16,), fc_dim=4, lower_width=4, strides=(2, 2, 2), embed_levels=8)
     for precision in ("fp32", "bf16"):
         result = perf_masks(arch, batch_size=2, steps=2, precision=precision)
-        assert min(result[k] for k in ("dense_ms", "fixed_ms", "learned_ms", "masks_ms")) > 0
+        assert min(result[k] for k in ("dense_ms", "fixed_ms", "learned_ms", "masks_ms", "selection_ms")) > 0
         assert result["learned_ratio"] == pytest.approx(result["learned_ms"] / result["dense_ms"])
         assert result["masked_weights"] > 0
