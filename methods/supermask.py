@@ -255,8 +255,8 @@ def _lookup(table: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 def level_sums(levels: torch.Tensor, values: torch.Tensor, num_levels: int) -> torch.Tensor:
     """S_n = sum of `values` where lambda >= n, for n = 1..num_levels (float32, on `values`' device).
 
-    On the host one dot product per level (~3.5x faster than torch's bincount, which converts the levels
-    to int64 and accumulates one element at a time); elsewhere a bincount and a reversed cumulative sum.
+    On the host one dot product per level (3.5-4x faster than torch's bincount, measured at 50k and 2.5M
+    weights); elsewhere a bincount and a reversed cumulative sum.
     """
     same_layout = levels.stride() == values.stride()  # then both memory orders pair element for element
     flatten = memory_order if same_layout else torch.flatten
