@@ -6,6 +6,7 @@ throughput and the ratio, because absolute numbers on a shared machine mean litt
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -358,31 +359,55 @@ def perf_metrics(repeats: int = 5) -> dict[str, Any]:
 # --- decode: rendering frames from a decoded network ---------------------------------------------------------
 
 
-def perf_decode(frames: int = 8) -> dict[str, Any]:
-    """Frames per second rendering a NeRV (dense weights, or masked random weights) at two sizes."""
+DECODE_SIZES = (("cpu size 180x320", (180, 320)), ("1080p", (1080, 1920)))
+
+
+def perf_decode(
+    frames: int = 8, repeats: int = 3, sizes: tuple[tuple[str, tuple[int, int]], ...] = DECODE_SIZES
+) -> dict[str, Any]:
+    """Frames per second rendering a decoded NeRV (dense weights) and a decoded supermask (stored level
+    maps and scales on the random weights) at two sizes, through the decoders' `render`; nerv-dense also
+    beside a plain NCHW render of the same model. Best of `repeats` after a warm-up frame."""
     import torch
 
-    from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, render
-    from methods.supermask import MaskSettings, build_generator
+    from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, frame_times, render
+    from methods.supermask import MaskSettings, build_generator, layer_alphas, level_maps, load_code
+
+    def fps(run: Any, count: int) -> float:
+        best = math.inf
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            run(count)
+            best = min(best, time.perf_counter() - begin)
+        return count / best
 
     result: dict[str, Any] = {}
-    for label, size in (("cpu size 180x320", (180, 320)), ("1080p", (1080, 1920))):
+    for label, size in sizes:
         start, strides = choose_grid(*size)
         arch = NeRVConfig(stem_dims=(85,), fc_dim=4, lower_width=16, start=start, strides=strides)
         count = frames if size[0] < 500 else 2
-        for kind in ("nerv-dense", "supermask"):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = (
-                    NeRVGenerator(arch) if kind == "nerv-dense" else build_generator(arch, MaskSettings(), 0)
-                )
-            model.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            dense = NeRVGenerator(arch)
+        plain = NeRVGenerator(arch).eval()
+        plain.load_state_dict(dense.state_dict())
+
+        @torch.no_grad()
+        def plain_render(count: int, plain: Any = plain) -> None:
+            for t in frame_times(count).split(4):
+                (plain(t) * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+        masked = build_generator(arch, MaskSettings(), 0)
+        load_code(masked, level_maps(masked), layer_alphas(masked))  # the decoder's state
+        plain_render(1)
+        baseline = fps(plain_render, count)
+        for kind, model in (("nerv-dense", dense), ("supermask", masked)):
             render(model, 1)
-            begin = time.perf_counter()
-            render(model, count)
-            fps = count / (time.perf_counter() - begin)
-            result[f"{kind} {label}"] = fps
-            print(f"decode {kind} at {label}: {fps:.2f} frames/s")
+            measured = fps(lambda count, model=model: render(model, count), count)
+            result[f"{kind} {label}"] = measured
+            beside = f"  ({measured / baseline:.2f}x the plain NCHW render)" if kind == "nerv-dense" else ""
+            print(f"decode {kind} at {label}: {measured:.2f} frames/s{beside}")
+        result[f"plain {label}"] = baseline
     return result
 
 

@@ -331,9 +331,10 @@ def render(
     """All frames as uint8 (T, H, W, 3) on the CPU: round(255 * out), clamped.
 
     Both the training process and the decoder render through this one function (same batch size, same
-    device), which is what makes a decode bit-identical to the quantized model seen in training.
+    device, same memory layout), which is what makes a decode bit-identical to the quantized model seen in
+    training. Channels-last convolutions render ~2x faster than NCHW on the CPU (180x320 and 1080p).
     """
-    model.eval()
+    model.to(memory_format=torch.channels_last).eval()
     times = frame_times(num_frames)
     chunks = []
     for i in range(0, num_frames, batch_size):

@@ -45,3 +45,12 @@ def test_mask_step_timing_covers_dense_and_both_variants() -> None:
         assert min(result[k] for k in ("dense_ms", "fixed_ms", "learned_ms", "masks_ms", "selection_ms")) > 0
         assert result["learned_ratio"] == pytest.approx(result["learned_ms"] / result["dense_ms"])
         assert result["masked_weights"] > 0
+
+
+def test_decode_timing_renders_both_decoded_models_beside_a_plain_render(capsys) -> None:
+    from bench.perf import perf_decode
+
+    result = perf_decode(frames=2, repeats=1, sizes=(("72x128", (72, 128)),))
+    assert set(result) == {"nerv-dense 72x128", "supermask 72x128", "plain 72x128"}
+    assert min(result.values()) > 0
+    assert "the plain NCHW render" in capsys.readouterr().out
