@@ -265,8 +265,13 @@ def level_sums(levels: torch.Tensor, values: torch.Tensor, num_levels: int) -> t
         lv, v = flat_levels.numpy(), flat_values.numpy()
         sums = [np.dot(v, lv >= n) for n in range(1, num_levels + 1)]
         return torch.tensor(sums, dtype=torch.float32)
+    return _device_level_sums(flat_levels, flat_values, num_levels)
+
+
+def _device_level_sums(flat_levels: torch.Tensor, flat_values: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """`level_sums` in torch ops, for 1-D tensors paired element for element."""
     per_level = torch.bincount(flat_levels, weights=flat_values, minlength=num_levels + 1)
-    return per_level.flip(0).cumsum(0).flip(0)[1:].to(values.dtype)
+    return per_level.flip(0).cumsum(0).flip(0)[1:].to(flat_values.dtype)
 
 
 def apply_levels(weight: torch.Tensor, levels: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from methods.supermask import (
     MaskedConv2d,
     MaskedLinear,
     MaskSettings,
+    _device_level_sums,
     _device_levels,
     apply_levels,
     build_generator,
@@ -354,6 +355,8 @@ def test_per_level_sums_match_a_bincount(levels_layout) -> None:
     expected = per_level.flip(0).cumsum(0).flip(0)[1:].float()
     got = level_sums(levels.contiguous(memory_format=levels_layout), values, 3)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    on_device = _device_level_sums(levels.reshape(-1), values.reshape(-1), 3)  # the path other devices take
+    torch.testing.assert_close(on_device, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("scale_mode", ["fixed", "learned"])
