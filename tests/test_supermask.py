@@ -29,7 +29,6 @@ from methods.supermask import (
     layer_alphas,
     level_maps,
     level_sums,
-    levels_from_thresholds,
     load_code,
     masked_layers,
     nested_levels,
@@ -299,7 +298,7 @@ def test_tied_magnitudes_still_give_each_level_exactly_its_count() -> None:
     # Heavy ties: 1000 magnitudes drawn from 7 values, so every threshold value occurs many times.
     magnitudes = torch.randint(0, 7, (40, 25), generator=torch.Generator().manual_seed(3)).float()
     counts = kept_counts(magnitudes.numel(), (0.3, 0.1, 0.03))
-    levels = levels_from_thresholds(magnitudes, select_thresholds(magnitudes, counts), counts)
+    levels = nested_levels(magnitudes, counts)
     assert [int((levels >= n).sum()) for n in (1, 2, 3)] == list(counts)
     # The k largest by (magnitude, then first position), and nested: the ranking defines every level.
     order = sorted(range(magnitudes.numel()), key=lambda i: (-float(magnitudes.reshape(-1)[i]), i))
