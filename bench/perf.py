@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -370,16 +372,8 @@ def perf_decode(
     beside a plain NCHW render of the same model. Best of `repeats` after a warm-up frame."""
     import torch
 
-    from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, frame_times, render
+    from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, render
     from methods.supermask import MaskSettings, build_generator, layer_alphas, level_maps, load_code
-
-    def fps(run: Any, count: int) -> float:
-        best = math.inf
-        for _ in range(repeats):
-            begin = time.perf_counter()
-            run(count)
-            best = min(best, time.perf_counter() - begin)
-        return count / best
 
     result: dict[str, Any] = {}
     for label, size in sizes:
@@ -389,26 +383,41 @@ def perf_decode(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             dense = NeRVGenerator(arch)
-        plain = NeRVGenerator(arch).eval()
+        plain = NeRVGenerator(arch)
         plain.load_state_dict(dense.state_dict())
-
-        @torch.no_grad()
-        def plain_render(count: int, plain: Any = plain) -> None:
-            for t in frame_times(count).split(4):
-                (plain(t) * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-
         masked = build_generator(arch, MaskSettings(), 0)
         load_code(masked, level_maps(masked), layer_alphas(masked))  # the decoder's state
-        plain_render(1)
-        baseline = fps(plain_render, count)
+        baseline = _frames_per_second(partial(_plain_render, plain), count, repeats)
+        result[f"plain {label}"] = baseline
         for kind, model in (("nerv-dense", dense), ("supermask", masked)):
-            render(model, 1)
-            measured = fps(lambda count, model=model: render(model, count), count)
+            measured = _frames_per_second(partial(render, model), count, repeats)
             result[f"{kind} {label}"] = measured
             beside = f"  ({measured / baseline:.2f}x the plain NCHW render)" if kind == "nerv-dense" else ""
             print(f"decode {kind} at {label}: {measured:.2f} frames/s{beside}")
-        result[f"plain {label}"] = baseline
     return result
+
+
+def _frames_per_second(render_frames: Callable[[int], Any], count: int, repeats: int) -> float:
+    """Best of `repeats` renders of `count` frames, after a warm-up frame."""
+    render_frames(1)
+    best = math.inf
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        render_frames(count)
+        best = min(best, time.perf_counter() - begin)
+    return count / best
+
+
+def _plain_render(model: Any, count: int) -> None:
+    """`methods.nerv.render` written the obvious way: NCHW, 4 frames a batch, same output conversion."""
+    import torch
+
+    from methods.nerv import frame_times
+
+    with torch.no_grad():
+        model.eval()
+        for t in frame_times(count).split(4):
+            (model(t) * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 SECTIONS = ("train", "masks", "coding", "metrics", "decode")

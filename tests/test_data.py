@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from pyav_frames import pyav_frames
 
 from bench.budgets import get_budget
 from bench.cli import main
@@ -23,17 +24,6 @@ from bench.data.manifests import load_manifests
 from bench.errors import ConfigError, DataError
 
 BUNNY_SHA256 = "f25b31f155970c46300934bda4a76cd2f581acab45c49762832ffdfddbcf9fdd"
-
-
-def pyav_frames(path: Path, count: int, fmt: str) -> np.ndarray:
-    """The first `count` frames as PyAV (ffmpeg) gives them in pixel format `fmt`."""
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format=fmt))
-            if len(frames) == count:
-                break
-    return np.stack(frames)
 
 
 def one_line_error(exc: pytest.ExceptionInfo[DataError]) -> str:

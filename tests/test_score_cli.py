@@ -8,27 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pyav_frames import pyav_frames
 
 from bench import cli, metrics
 
 INRSLT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "inrslt"
 
 
-def _frames(path: Path, count: int) -> np.ndarray:
-    import av
-
-    out = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            out.append(frame.to_ndarray(format="rgb24"))
-            if len(out) == count:
-                break
-    return np.stack(out)
-
-
 @pytest.fixture(scope="module")
 def carphone_frames(carphone_paths: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray]:
-    return _frames(carphone_paths[0], 3), _frames(carphone_paths[1], 3)
+    return pyav_frames(carphone_paths[0], 3, "rgb24"), pyav_frames(carphone_paths[1], 3, "rgb24")
 
 
 def _png(path: Path, frame: np.ndarray) -> Path:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
-import numpy as np
 import yaml
+from pyav_frames import pyav_frames
 
 WIDTH, HEIGHT, FRAMES = 176, 144, 3
 MEMBER = "Tiny_176x144_3f.yuv"
@@ -15,13 +14,7 @@ MEMBER = "Tiny_176x144_3f.yuv"
 
 def tiny_yuv_bytes(video: Path) -> bytes:
     """The first `FRAMES` frames of `video` as raw yuv420p bytes."""
-    planes = []
-    with av.open(str(video)) as container:
-        for frame in container.decode(video=0):
-            planes.append(frame.to_ndarray(format="yuv420p"))
-            if len(planes) == FRAMES:
-                break
-    return np.stack(planes).tobytes()
+    return pyav_frames(video, FRAMES, "yuv420p").tobytes()
 
 
 def write_manifest(
