@@ -110,13 +110,18 @@ class Method(ABC):
                 return f"needs the Python module '{module}' (pip install {module})"
         return None
 
+    def __init__(self, config: Any | None = None) -> None:
+        """`config`: the hyper-parameters `plan` starts from (the grid's `method[param=value]`); None = defaults."""
+        self.base_config = config if config is not None else self.default_config()
+
     @classmethod
     def default_config(cls) -> Any:
         return cls.Config()
 
     @abstractmethod
     def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> Any:
-        """Return a `Config` whose encoded size lands within 10 % of `target_bpp` on this clip."""
+        """Return a `Config`, built from `self.base_config`, whose encoded size lands within 10 % of
+        `target_bpp` on this clip."""
 
     @abstractmethod
     def fit(self, frames: np.ndarray, config: Any, ctx: Context) -> Any:

@@ -409,7 +409,7 @@ class NeRVPruned(Method):
     trains = True
 
     def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> NeRVPrunedConfig:
-        sized = size_network(self.default_config(), clip.info, target_bpp)
+        sized = size_network(self.base_config, clip.info, target_bpp)
         return with_budget_schedule(sized, budget, target_bpp=target_bpp)
 
     def fit(self, frames: np.ndarray, config: NeRVPrunedConfig, ctx: Context) -> NeRVPrunedState:

@@ -842,7 +842,7 @@ class SupermaskMethod(Method):
         return best[1]
 
     def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> SupermaskConfig:
-        return self.plan_from(self.default_config(), clip, target_bpp, budget)
+        return self.plan_from(self.base_config, clip, target_bpp, budget)
 
     def plan_from(
         self, base: SupermaskConfig, clip: Clip, target_bpp: float, budget: Budget
