@@ -8,7 +8,7 @@ budgets train at lr 5e-3: NeRV's 5e-4 suits 1000+ epochs and loses 2-3 dB in a f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from bench.errors import ConfigError
 
@@ -98,3 +98,50 @@ def get_budget(name: str) -> Budget:
         return BUDGETS[name]
     except KeyError:
         raise ConfigError(f"unknown budget '{name}': choose one of {', '.join(BUDGETS)}") from None
+
+
+# --- overrides: `--epochs 240`, `--resize 360x640`, ... on top of a named budget ---------------------------
+
+OVERRIDABLE = ("epochs", "frames", "size", "lr", "train_seconds")
+
+
+def with_overrides(budget: Budget, overrides: dict[str, object] | tuple[tuple[str, object], ...]) -> Budget:
+    """`budget` with some fields replaced; the name stays (the label says what changed)."""
+    changes = dict(overrides)
+    unknown = sorted(set(changes) - set(OVERRIDABLE))
+    if unknown:
+        raise ConfigError(f"budget field '{unknown[0]}' cannot be overridden: use {', '.join(OVERRIDABLE)}")
+    if "size" in changes and changes["size"] is not None:
+        changes["size"] = tuple(changes["size"])  # type: ignore[arg-type]
+    return replace(budget, **changes)  # type: ignore[arg-type]
+
+
+def budget_changes(budget: dict, base: Budget) -> dict[str, object]:
+    """The overridable fields in which an effective budget (a record's dict) differs from its named base."""
+    reference = base.to_dict()
+    changes = {}
+    for name in OVERRIDABLE:
+        value = budget.get(name)
+        ref = reference.get(name)
+        if isinstance(value, list):
+            value = tuple(value)
+        if isinstance(ref, list):
+            ref = tuple(ref)
+        if value != ref:
+            changes[name] = value
+    return changes
+
+
+def budget_label(name: str, changes: dict[str, object]) -> str:
+    """`cpu` or `cpu[epochs=240,size=360x640]`: how a run names its effective budget."""
+    if not changes:
+        return name
+    parts = []
+    for key, value in sorted(changes.items()):
+        if key == "size" and value is not None:
+            height, width = value  # type: ignore[misc]
+            value = f"{height}x{width}"
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        parts.append(f"{key}={value}")
+    return f"{name}[{','.join(parts)}]"

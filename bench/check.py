@@ -24,6 +24,7 @@ from typing import Any
 
 from bench import store
 from bench.errors import ConfigError
+from bench.record import Record
 
 # metric key in thresholds -> (record metric name, True when higher is better)
 _METRICS = {
@@ -51,6 +52,7 @@ class CheckRow:
     value: float | None
     bound: str
     ok: bool
+    detail: str = ""  # printed under the row (why a record was rejected)
 
 
 def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -106,18 +108,23 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
     return {"bounds": data.get("bounds") or [], "claims": data.get("claims") or []}
 
 
-def _matches(record: dict[str, Any], method: str, entry: dict[str, Any]) -> bool:
+def _matches(record: Record, method: str, entry: dict[str, Any]) -> bool:
+    """`method` is a label: a plain name matches the method run with its defaults only."""
     return (
-        record.get("method") == method
-        and record.get("sequence", {}).get("name") == entry["sequence"]
-        and record.get("budget", {}).get("name") == entry["budget"]
-        and ("target_bpp" not in entry or abs(record["target_bpp"] - entry["target_bpp"]) < 1e-9)
+        record.label == method
+        and record.seq_name == entry["sequence"]
+        and record.budget_label == entry["budget"]
+        and ("target_bpp" not in entry or abs(record.target_bpp - entry["target_bpp"]) < 1e-9)
     )
 
 
 def evaluate(results: Path, thresholds: dict[str, list[dict[str, Any]]]) -> list[CheckRow]:
-    records = [r for r in store.iter_records(results) if r.get("status") == "ok"]
-    rows: list[CheckRow] = []
+    loaded = store.load_results(results)
+    records = loaded.finished
+    rows: list[CheckRow] = [
+        CheckRow("record verifies", r.path.parent.name, None, "key, identity, stream agree", False, r.reason)
+        for r in loaded.rejected
+    ]
     for bound in thresholds["bounds"]:
         found = [r for r in records if _matches(r, bound["method"], bound)]
         subject = f"{bound['method']} / {bound['sequence']} / {bound['budget']}"
@@ -125,11 +132,11 @@ def evaluate(results: Path, thresholds: dict[str, list[dict[str, Any]]]) -> list
             rows.append(CheckRow("records exist", subject, None, ">= 1 record", False))
             continue
         for record in found:
-            point = f"{subject} @ {record['target_bpp']:g} bpp seed {record.get('seed')}"
+            point = f"{subject} @ {record.target_bpp:g} bpp seed {record.seed}"
             for key, (name, higher_is_better) in _METRICS.items():
                 limit_key = f"{'min' if higher_is_better else 'max'}_{key}"
                 if limit_key in bound:
-                    value = record["metrics"]["mean"].get(name)
+                    value = record.mean(name)
                     ok = value is not None and (
                         value >= bound[limit_key] if higher_is_better else value <= bound[limit_key]
                     )
@@ -139,7 +146,7 @@ def evaluate(results: Path, thresholds: dict[str, list[dict[str, Any]]]) -> list
                         )
                     )
             if "max_bpp_deviation" in bound:
-                deviation = abs(record["bpp"] / record["target_bpp"] - 1)
+                deviation = abs((record.bpp or 0.0) / record.target_bpp - 1)
                 rows.append(
                     CheckRow(
                         "bpp deviation",
@@ -154,8 +161,9 @@ def evaluate(results: Path, thresholds: dict[str, list[dict[str, Any]]]) -> list
         by_rate: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for side in ("better", "worse"):
             for record in records:
-                if _matches(record, claim[side], claim) and record["metrics"]["mean"].get(name) is not None:
-                    by_rate[record["target_bpp"]][side].append(record["metrics"]["mean"][name])
+                value = record.mean(name)
+                if _matches(record, claim[side], claim) and value is not None:
+                    by_rate[record.target_bpp][side].append(value)
         subject = f"{claim['better']} vs {claim['worse']} / {claim['sequence']} / {claim['budget']}"
         paired = {bpp: sides for bpp, sides in by_rate.items() if sides["better"] and sides["worse"]}
         if not paired:
@@ -184,6 +192,8 @@ def format_rows(rows: list[CheckRow]) -> str:
         lines.append(
             f"{'ok' if row.ok else 'FAIL':4s} {row.check:16s} {row.subject[:62]:62s} {value:>10s}  {row.bound}"
         )
+        if row.detail:
+            lines.append(f"     {row.detail}")
     failed = sum(not r.ok for r in rows)
     lines.append(
         f"{len(rows) - failed} of {len(rows)} checks passed" + (f"; {failed} fell short" if failed else "")

@@ -15,12 +15,31 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
         for name, entry in registry.discover().items():
             status = "available" if entry.unavailable is None else f"unavailable: {entry.unavailable}"
-            rates = ", ".join(f"{r:g}" for r in entry.cls.rate_ladder) if entry.cls else "-"
+            rates = ", ".join(f"{r:g}" for r in entry.rate_ladder) or "-"
             print(f"{name:20s} {entry.description}  (bpp {rates})  [{status}]")
         return 0
+    if args.what == "params":
+        return _list_params(args.method)
+    if args.method:
+        raise BenchError(f"`bench ls {args.what}` takes no method name")
     from bench.data.catalog import print_sequences
 
     print_sequences()
+    return 0
+
+
+def _list_params(method: str | None) -> int:
+    from bench import registry
+    from bench.params import format_value, parameters
+
+    if not method:
+        raise BenchError("`bench ls params` needs a method name, e.g. `bench ls params nerv-dense`")
+    table = parameters(registry.get(method))
+    width = max(len(p.name) for p in table)
+    types = max(len(p.type_name) for p in table)
+    print(f"{method}: set with --methods '{method}[param=value,...]' ('|' for a grid, '/' inside tuples)")
+    for p in table:
+        print(f"  {p.name:{width}s}  {p.type_name:{types}s}  default {format_value(p.default):10s}  {p.help}")
     return 0
 
 
@@ -40,13 +59,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import run_command
+    from bench.commands import run_command
 
     return run_command(args)
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from bench.runner import results_command
+    from bench.commands import results_command
 
     return results_command(args)
 
@@ -70,19 +89,22 @@ def _cmd_perf(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from bench.runner import decode_command
+    from bench.commands import decode_command
 
     return decode_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.runconfig import add_run_flags
+
     parser = argparse.ArgumentParser(
         prog="bench", description="Benchmark neural video representations at matched bits per pixel."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("ls", help="list methods or sequences")
-    p.add_argument("what", choices=["methods", "sequences"])
+    p = sub.add_parser("ls", help="list methods, sequences, or a method's parameters")
+    p.add_argument("what", choices=["methods", "sequences", "params"])
+    p.add_argument("method", nargs="?", default=None, help="the method whose parameters `ls params` lists")
     p.set_defaults(func=_cmd_ls)
 
     p = sub.add_parser("fetch", help="download and extract a sequence into the data cache")
@@ -107,36 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="plan, fit, encode, decode and score methods on sequences (a resumable grid)"
     )
     p.add_argument("--config", default=None, help="YAML file of run options; flags override it")
-    p.add_argument("--methods", default=None, help="'all' (default) or comma-separated method names")
-    p.add_argument(
-        "--seq", default=None, help="sequence name(s) (default bunny), 'uvg', or a video/.yuv/PNG-folder"
-    )
-    p.add_argument(
-        "--bpp", default=None, help="comma-separated target bits per pixel (default: the budget's ladder)"
-    )
-    p.add_argument("--budget", default=None, help="smoke | ci | cpu (default) | paper")
-    p.add_argument("--seed", type=int, default=None, help="first seed (default 0)")
-    p.add_argument("--repeats", type=int, default=None, help="seeds per point (seed, seed+1, ...)")
-    p.add_argument(
-        "--match",
-        default=None,
-        choices=["epochs", "time"],
-        help="epochs: every method gets the budget's epochs (default); time: the same training seconds",
-    )
-    p.add_argument("--device", default=None, help="cpu (default) or cuda")
-    p.add_argument("--size", default=None, help="WxH, for raw .yuv inputs")
-    p.add_argument("--jobs", type=int, default=None, help="local worker processes (default 1: in-process)")
-    p.add_argument(
-        "--executor",
-        default=None,
-        choices=["local", "slurm", "submitit-local"],
-        help="local (default), slurm (via submitit), submitit-local (submitit's local executor)",
-    )
-    p.add_argument("--results", default=None, help="results directory (default ./results)")
-    p.add_argument("--force", action="store_true", help="redo jobs that already have a record")
-    p.add_argument(
-        "--dry-run", action="store_true", help="list the jobs and whether they are finished; run nothing"
-    )
+    add_run_flags(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("results", help="export every record of a results directory as one table")

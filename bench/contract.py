@@ -105,9 +105,10 @@ class Method(ABC):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         """None when the method can run here, otherwise why not (a missing module, say)."""
-        for module in cls.requires:
-            if importlib.util.find_spec(module) is None:
-                return f"needs the Python module '{module}' (pip install {module})"
+        for requirement in cls.requires:
+            reason = missing_requirement(requirement)
+            if reason is not None:
+                return reason
         return None
 
     def __init__(self, config: Any | None = None) -> None:
@@ -138,6 +139,13 @@ class Method(ABC):
     def stats(self, state: Any) -> dict[str, Any]:
         """Facts about a fitted state for the record (parameters, non-zeros, epochs, ...); optional."""
         return {}
+
+
+def missing_requirement(requirement: str) -> str | None:
+    """Why one entry of a method's `requires` is not met here (None when it is): a Python module name."""
+    if importlib.util.find_spec(requirement) is None:
+        return f"needs the Python module '{requirement}' (pip install {requirement})"
+    return None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

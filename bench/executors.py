@@ -1,6 +1,6 @@
 """Where jobs run: in this process, in local worker processes, or on a Slurm cluster via submitit.
 
-Every executor calls the same job function (`bench.runner.execute_job`) with the same plain arguments,
+Every executor calls the same job function (`bench.job.execute_job`) with the same plain arguments,
 so a result does not depend on where it was computed. Each job publishes its own record atomically;
 executors only collect the one-line summaries.
 """

@@ -1,65 +1,197 @@
-"""Options of `bench run`: defaults, an optional YAML file, and command-line flags (which win)."""
+"""Options of `bench run`, declared once: defaults, an optional YAML file, and command-line flags (which win).
+
+Each field of `RunOptions` carries its help, and, where the text form needs one, its parser; `bench.cli`
+generates the flags from these fields, so an option is never declared twice. Grid axes (methods, sequences,
+rates, seeds, and the budget overrides) accept several values: comma-separated on the command line, lists
+in the YAML file.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
 
+EXECUTORS = ("local", "slurm", "submitit-local")
+MATCHES = ("epochs", "time")
+
+
+def _number_list(name: str, cast: Callable[[str], Any], positive: bool = True) -> Callable[[Any], list[Any]]:
+    """A parser of `1,2,3` (or a YAML list / scalar) into a list of finite numbers."""
+
+    def parse(value: Any) -> list[Any]:
+        items = value if isinstance(value, list) else str(value).split(",")
+        text_form = ",".join(str(v) for v in items)
+        out = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                if isinstance(item, bool):
+                    raise ValueError
+                number = cast(text)
+            except ValueError:
+                raise ConfigError(f"--{name} must be comma-separated numbers, got '{text_form}'") from None
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ConfigError(f"--{name} values must be finite numbers, got '{text}'")
+            if positive and number <= 0:
+                raise ConfigError(f"--{name} values must be positive, got '{text}'")
+            out.append(number)
+        if not out:
+            raise ConfigError(f"--{name} was given but holds no value; drop it or give numbers")
+        if len(set(out)) != len(out):
+            raise ConfigError(f"--{name} lists a value twice ('{text_form}'); give each once")
+        return out
+
+    return parse
+
+
+def _sizes(value: Any) -> list[tuple[int, int]]:
+    """`180x320,360x640` (height x width) -> [(180, 320), (360, 640)]."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    out = []
+    for item in items:
+        text = str(item).strip().lower()
+        height, sep, width = text.partition("x")
+        if not sep or not height.isdigit() or not width.isdigit() or int(height) < 2 or int(width) < 2:
+            raise ConfigError(f"--resize must be HEIGHTxWIDTH, e.g. 180x320, got '{item}'")
+        out.append((int(height), int(width)))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"--resize lists a size twice ('{value}'); give each once")
+    return out
+
+
+def _names(name: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        if not text.strip(" ,"):
+            raise ConfigError(f"--{name} is empty; give at least one name")
+        return text
+
+    return parse
+
+
+def _methods(value: Any) -> Any:
+    """A spec string, or (from YAML) a list of spec strings and {name: {param: values}} mappings."""
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError("methods is an empty list; give at least one method")
+        for item in value:
+            if not isinstance(item, (str, dict)):
+                raise ConfigError(f"methods entries must be specs or mappings, got {item!r}")
+        return value
+    if isinstance(value, dict):
+        return [value]
+    return _names("methods")(value)
+
+
+def option(default: Any, help: str, *, parse: Callable[[Any], Any] | None = None, **flag: Any) -> Any:
+    """A run option: its default, its help (also the flag's), a parser of its text form, argparse extras."""
+    metadata = {"help": help, "parse": parse, "flag": flag}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
 
 @dataclass
 class SlurmOptions:
-    partition: str | None = None
-    time_min: int = 240
-    gpus: int = 0
-    cpus: int = 4
-    array_parallelism: int = 32
+    partition: str | None = None  # Slurm partition (default: the cluster's default)
+    time_min: int = 240  # wall-clock limit of a job, minutes
+    gpus: int = 0  # GPUs per job
+    cpus: int = 4  # CPUs per job
+    array_parallelism: int = 32  # jobs of the array running at once
 
 
 @dataclass
 class RunOptions:
-    methods: str = "all"
-    seq: str = "bunny"
-    bpp: str | None = None  # comma-separated; None = the budget's ladder, shared by every method
-    budget: str = "cpu"
-    seed: int = 0
-    repeats: int = 1
-    match: str = "epochs"
-    device: str = "cpu"
-    size: str | None = None
-    jobs: int = 1
-    executor: str = "local"
-    results: str = "results"
-    force: bool = False
-    dry_run: bool = False
-    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    methods: Any = option(
+        "all",
+        "'all' (default) or comma-separated method specs: name or name[param=value,...]; "
+        "'|' between values is a grid axis, '/' separates tuple items (`bench ls params METHOD`)",
+        parse=_methods,
+    )
+    seq: str = option(
+        "bunny", "sequence name(s) (default bunny), 'uvg', or a video/.yuv/PNG-folder", parse=_names("seq")
+    )
+    bpp: list[float] | None = option(
+        None,
+        "comma-separated target bits per pixel (default: the budget's ladder)",
+        parse=_number_list("bpp", float),
+    )
+    budget: str = option("cpu", "smoke | ci | cpu (default) | paper")
+    epochs: list[int] | None = option(
+        None,
+        "override the budget's training epochs; several values form a grid axis",
+        parse=_number_list("epochs", int),
+    )
+    frames: list[int] | None = option(
+        None, "override the budget's frame count; a grid axis", parse=_number_list("frames", int)
+    )
+    resize: list[tuple[int, int]] | None = option(
+        None, "override the budget's frame size, HEIGHTxWIDTH (e.g. 180x320); a grid axis", parse=_sizes
+    )
+    lr: list[float] | None = option(
+        None, "override the budget's peak learning rate; a grid axis", parse=_number_list("lr", float)
+    )
+    train_seconds: list[float] | None = option(
+        None,
+        "override the budget's training seconds under --match time; a grid axis",
+        parse=_number_list("train-seconds", float),
+    )
+    seed: int = option(0, "first seed (default 0)", type=int)
+    repeats: int = option(1, "seeds per point (seed, seed+1, ...)", type=int)
+    seeds: list[int] | None = option(
+        None,
+        "explicit comma-separated seeds (instead of --seed/--repeats)",
+        parse=_number_list("seeds", int, False),
+    )
+    match: str = option(
+        "epochs",
+        "epochs: every trained method gets the budget's epochs (default); time: the same training seconds",
+        choices=list(MATCHES),
+    )
+    device: str = option("cpu", "cpu (default) or cuda")
+    size: str | None = option(None, "WxH, for raw .yuv inputs")
+    jobs: int = option(1, "local worker processes (default 1: in-process)", type=int)
+    executor: str = option(
+        "local",
+        "local (default), slurm (via submitit), submitit-local (submitit's local executor)",
+        choices=list(EXECUTORS),
+    )
+    results: str = option("results", "results directory (default ./results)")
+    force: bool = option(False, "redo jobs that already have a record")
+    dry_run: bool = option(False, "list the jobs with an estimated time each and in total; run nothing")
+    yes: bool = option(False, "run a grid of more than 10,000 jobs without asking")
+    slurm: SlurmOptions = field(
+        default_factory=SlurmOptions, metadata={"help": None, "parse": None, "flag": {}}
+    )
 
-    def seeds(self) -> list[int]:
+    def seed_list(self) -> list[int]:
+        if self.seeds:
+            return list(self.seeds)
         return [self.seed + i for i in range(self.repeats)]
 
+    def budget_axes(self) -> dict[str, list[Any]]:
+        """The budget overrides as grid axes: field name -> values (only those given)."""
+        axes = {
+            "epochs": self.epochs,
+            "frames": self.frames,
+            "size": self.resize,
+            "lr": self.lr,
+            "train_seconds": self.train_seconds,
+        }
+        return {name: values for name, values in axes.items() if values}
 
-_FIELDS = {f.name: f for f in dataclasses.fields(RunOptions)}
+
+RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunOptions)}
 _SLURM_FIELDS = {f.name for f in dataclasses.fields(SlurmOptions)}
-EXECUTORS = ("local", "slurm", "submitit-local")
-
-
-def _check_type(key: str, value: Any, default: Any) -> Any:
-    expected = type(default) if default is not None else str
-    if expected is float and isinstance(value, int):
-        return float(value)
-    if key == "bpp" and isinstance(value, (int, float, list)):
-        values = value if isinstance(value, list) else [value]
-        return ",".join(str(v) for v in values)
-    if key in ("methods", "seq") and isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(
-            f"config key '{key}' must be {expected.__name__}, got {type(value).__name__} ({value!r})"
-        )
-    return value
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -69,6 +201,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file '{path}' not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -76,37 +210,75 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _typed(key: str, value: Any, default: Any) -> Any:
+    """A plain (unparsed) option checked against its default's type."""
+    expected = type(default) if default is not None else str
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"config key '{key}' must be {expected.__name__}, got {type(value).__name__} ({value!r})"
+        )
+    return value
+
+
+def _set_slurm(options: RunOptions, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError("config key 'slurm' must be a mapping (partition, time_min, gpus, ...)")
+    for sub, sub_value in value.items():
+        sub = str(sub)
+        if sub not in _SLURM_FIELDS:
+            raise ConfigError(f"unknown slurm option '{sub}': use one of {', '.join(sorted(_SLURM_FIELDS))}")
+        default = getattr(SlurmOptions(), sub)
+        setattr(options.slurm, sub, _typed(f"slurm.{sub}", sub_value, default if default is not None else ""))
+
+
 def resolve_options(cli: dict[str, Any], config_file: str | None = None) -> RunOptions:
-    """Defaults <- YAML file <- flags. Unknown keys and wrong types are errors naming the key."""
+    """Defaults <- YAML file <- flags (None = not given). Unknown keys and wrong types name the key."""
     options = RunOptions()
     layers = [load_yaml(Path(config_file))] if config_file else []
-    layers.append({k: v for k, v in cli.items() if v is not None})
+    layers.append({k: v for k, v in cli.items() if v is not None and v is not False})
     for layer in layers:
         for key, value in layer.items():
             key = str(key).replace("-", "_")
             if key == "slurm":
-                if not isinstance(value, dict):
-                    raise ConfigError("config key 'slurm' must be a mapping (partition, time_min, gpus, ...)")
-                for sub, sub_value in value.items():
-                    sub = str(sub)
-                    if sub not in _SLURM_FIELDS:
-                        raise ConfigError(
-                            f"unknown slurm option '{sub}': use one of {', '.join(sorted(_SLURM_FIELDS))}"
-                        )
-                    default = getattr(SlurmOptions(), sub)
-                    setattr(
-                        options.slurm,
-                        sub,
-                        _check_type(f"slurm.{sub}", sub_value, default if default is not None else ""),
-                    )
+                _set_slurm(options, value)
                 continue
-            if key not in _FIELDS:
-                raise ConfigError(f"unknown run option '{key}': use one of {', '.join(sorted(_FIELDS))}")
-            setattr(options, key, _check_type(key, value, getattr(RunOptions(), key)))
+            if key not in RUN_FIELDS:
+                close = difflib.get_close_matches(key, RUN_FIELDS, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ConfigError(
+                    f"unknown run option '{key}': {hint}use one of {', '.join(sorted(RUN_FIELDS))}"
+                )
+            parse = RUN_FIELDS[key].metadata["parse"]
+            if value is None:
+                setattr(options, key, None)
+            elif parse is not None:
+                setattr(options, key, parse(value))
+            else:
+                setattr(options, key, _typed(key, value, getattr(RunOptions(), key)))
     if options.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor '{options.executor}': use one of {', '.join(EXECUTORS)}")
-    if options.match not in ("epochs", "time"):
+    if options.match not in MATCHES:
         raise ConfigError(f"unknown --match '{options.match}': use 'epochs' (the papers' protocol) or 'time'")
     if options.repeats < 1 or options.jobs < 1:
         raise ConfigError("--repeats and --jobs must be at least 1")
+    if not options.results.strip():
+        raise ConfigError("--results is empty; name a results directory")
+    for seed in options.seed_list():
+        if not 0 <= seed < 2**31:
+            raise ConfigError(f"seed {seed} is out of range: seeds are integers from 0 to 2**31 - 1")
     return options
+
+
+def add_run_flags(parser: Any) -> None:
+    """The `bench run` flags, one per `RunOptions` field (the Slurm mapping is set in a config file)."""
+    for name, f in RUN_FIELDS.items():
+        if name == "slurm":
+            continue
+        flag = "--" + name.replace("_", "-")
+        extras = dict(f.metadata["flag"])
+        if f.type in ("bool",) or isinstance(f.default, bool):
+            parser.add_argument(flag, action="store_true", default=None, help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, default=None, help=f.metadata["help"], **extras)

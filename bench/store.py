@@ -6,6 +6,7 @@ Layout of a results directory::
     results/jobs/<key>/stream.nvbs    the bitstream the record's rate was measured from
     results/jobs/<key>/gallery/       source, decode and FLIP map of one frame, for the report
     results/failed/<key>.json         the latest failed or skipped attempt of a job, with its reason
+    results/rejected/<key>-<time>/    a job directory whose record did not verify, moved aside by a rerun
 
 A job directory is built under a temporary name and renamed into place in one step, so a killed run never
 leaves a half-written result, and two runs finishing the same key keep exactly one.
@@ -17,11 +18,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.record import Record, RecordError, stream_digest, verify_stream
 
 RECORD = "record.json"
 STREAM = "stream.nvbs"
@@ -55,26 +59,28 @@ def _cannot_write(results: Path, what: str, exc: OSError) -> StoreError:
 def write_result(
     results: Path,
     key: str,
-    record: dict[str, Any],
+    record: Record,
     stream: bytes,
     extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Atomically publish a finished job: record, stream and whatever `extra` writes into the directory.
 
     Any failure (a full disk, a signal) removes the staging directory, so the job is either published
-    whole or not at all; an OSError becomes a one-line `StoreError`.
+    whole or not at all; an OSError becomes a one-line `StoreError`. `extra` may still fill in the record.
     """
     final = jobs_dir(results) / key
+    record.stream_sha256 = stream_digest(stream)
     try:
         jobs_dir(results).mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=jobs_dir(results)))
+        os.chmod(staging, 0o777 & ~_umask())
     except OSError as exc:
         raise _cannot_write(results, f"the result of job {key}", exc) from None
     try:
         (staging / STREAM).write_bytes(stream)
         if extra is not None:
             extra(staging)
-        _write_json(staging / RECORD, record)
+        _write_json(staging / RECORD, record.to_dict())
         try:
             os.rename(staging, final)
         except OSError:
@@ -88,6 +94,12 @@ def write_result(
         raise
     (failed_dir(results) / f"{key}.json").unlink(missing_ok=True)
     return final
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sweep_staging(results: Path) -> int:
@@ -107,7 +119,7 @@ def sweep_staging(results: Path) -> int:
     return removed
 
 
-def write_failure(results: Path, key: str, record: dict[str, Any]) -> None:
+def write_failure(results: Path, key: str, record: Record) -> None:
     """Keep the latest failed/skipped attempt of a job (replaced atomically; nothing half-written stays)."""
     try:
         failed_dir(results).mkdir(parents=True, exist_ok=True)
@@ -116,7 +128,7 @@ def write_failure(results: Path, key: str, record: dict[str, Any]) -> None:
     except OSError as exc:
         raise _cannot_write(results, f"the failure record of job {key}", exc) from None
     try:
-        _write_json(Path(tmp), record)
+        _write_json(Path(tmp), record.to_dict())
         os.replace(tmp, failed_dir(results) / f"{key}.json")
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -132,27 +144,90 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def read_record(path: Path) -> dict[str, Any]:
-    """One record file; a damaged one (edited by hand, copied half) is a one-line error naming it."""
+def read_record(path: Path) -> Record:
+    """One record file, type-checked and verified; a damaged one is a one-line error naming it."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise StoreError(
             f"record {path} cannot be read ({str(exc).splitlines()[0]}); delete its job directory and rerun"
         ) from None
-    if not isinstance(record, dict):
-        raise StoreError(f"record {path} is not a JSON object; delete its job directory and rerun")
+    try:
+        record = Record.from_dict(data, source=f"record {path}")
+    except RecordError as exc:
+        raise StoreError(f"{exc}; delete its job directory and rerun") from None
+    record.directory = path.parent if path.name == RECORD else None
     return record
 
 
-def iter_records(results: Path, include_failed: bool = False) -> Iterator[dict[str, Any]]:
-    """Every finished record (and, on request, every failed/skipped attempt) of a results directory."""
+def finished_record(results: Path, key: str) -> Record | None:
+    """The verified finished record of a job; None when there is none or it does not verify (then its
+    directory is moved to `rejected/`, so the rerun can publish in its place and nothing is deleted)."""
+    path = jobs_dir(results) / key / RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = read_record(path)
+        problem = verify_stream(record, path.parent / STREAM)
+    except StoreError as exc:
+        problem = str(exc)
+    if problem is None:
+        return record
+    rejected = results / "rejected"
+    rejected.mkdir(parents=True, exist_ok=True)
+    os.rename(path.parent, rejected / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    return None
+
+
+@dataclass
+class Rejected:
+    """A record file that cannot be used, and why (listed by reports beside failed jobs, never merged)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class Loaded:
+    finished: list[Record] = field(default_factory=list)
+    failed: list[Record] = field(default_factory=list)  # failed and skipped attempts
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def load_results(results: Path, check_streams: bool = True) -> Loaded:
+    """Every record of a results directory, sorted into finished, failed/skipped and rejected ones."""
+    loaded = Loaded()
     for record_path in sorted(jobs_dir(results).glob(f"*/{RECORD}")):
         if record_path.parent.name.startswith("."):
             continue  # a staging directory, not a published result
-        record = read_record(record_path)
-        record["_dir"] = str(record_path.parent)
-        yield record
+        try:
+            record = read_record(record_path)
+        except StoreError as exc:
+            loaded.rejected.append(Rejected(record_path, str(exc).split("; delete")[0]))
+            continue
+        problem = verify_stream(record, record_path.parent / STREAM) if check_streams else None
+        if problem is None and record.key != record_path.parent.name:
+            problem = f"record {record_path} holds key {record.key}, not its directory's"
+        if problem is not None:
+            loaded.rejected.append(Rejected(record_path, problem))
+        elif record.ok:
+            loaded.finished.append(record)
+        else:
+            loaded.rejected.append(Rejected(record_path, f"record {record_path} is not a finished job"))
+    for path in sorted(failed_dir(results).glob("*.json")):
+        try:
+            loaded.failed.append(read_record(path))
+        except StoreError as exc:
+            loaded.rejected.append(Rejected(path, str(exc).split("; delete")[0]))
+    return loaded
+
+
+def iter_records(results: Path, include_failed: bool = False) -> Iterator[Record]:
+    """Every finished record (and, on request, every failed/skipped attempt); a damaged one raises."""
+    for record_path in sorted(jobs_dir(results).glob(f"*/{RECORD}")):
+        if record_path.parent.name.startswith("."):
+            continue
+        yield read_record(record_path)
     if include_failed:
         for path in sorted(failed_dir(results).glob("*.json")):
             yield read_record(path)
@@ -164,26 +239,28 @@ def records_table(results: Path, include_failed: bool = False):  # -> pandas.Dat
 
     rows = []
     for rec in iter_records(results, include_failed=include_failed):
-        row = {
-            "key": rec.get("key"),
-            "status": rec.get("status"),
-            "reason": rec.get("reason"),
-            "method": rec.get("method"),
-            "method_version": rec.get("method_version"),
-            "sequence": rec.get("sequence", {}).get("name"),
-            "budget": rec.get("budget", {}).get("name"),
-            "match": rec.get("match"),
-            "seed": rec.get("seed"),
-            "target_bpp": rec.get("target_bpp"),
-            "bpp": rec.get("bpp"),
-            "bytes": rec.get("bytes"),
+        row: dict[str, Any] = {
+            "key": rec.key,
+            "status": rec.status,
+            "reason": rec.reason,
+            "method": rec.method,
+            "label": rec.label,
+            "method_version": rec.method_version,
+            "sequence": rec.seq_name,
+            "budget": rec.budget_name,
+            "budget_label": rec.budget_label,
+            "match": rec.match,
+            "seed": rec.seed,
+            "target_bpp": rec.target_bpp,
+            "bpp": rec.bpp,
+            "bytes": rec.bytes,
         }
-        for name, value in rec.get("metrics", {}).get("mean", {}).items():
+        for name, value in (rec.metrics.get("mean") or {}).items():
             row[name] = value
-        for name, value in rec.get("stats", {}).items():
+        for name, value in rec.stats.items():
             if isinstance(value, (int, float, str)):
                 row[name] = value
-        for name, value in rec.get("timings", {}).items():
+        for name, value in rec.timings.items():
             row[name] = value
         rows.append(row)
     return pd.DataFrame(rows)

@@ -16,27 +16,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.store import iter_records
+from bench.store import load_results
 
 PAIRS = (("supermask-learned", "supermask-fixed"), ("supermask-learned", "nerv-dense"))
 
 
 def load(results: Path) -> pd.DataFrame:
     rows = []
-    for rec in iter_records(results):
-        mean = rec["metrics"]["mean"]
-        alphas = rec.get("stats", {}).get("alpha_over_init", {})
+    for rec in load_results(results).finished:
+        alphas = rec.stats.get("alpha_over_init", {})
         rows.append(
             {
-                "method": rec["method"],
-                "match": rec["match"],
-                "target": rec["target_bpp"],
-                "seed": rec["seed"],
-                "bpp": rec["bpp"],
-                "psnr": mean["psnr"],
-                "ms-ssim": mean["ms-ssim"],
-                "flip": mean["flip"],
-                "epochs": rec.get("stats", {}).get("epochs"),
+                "method": rec.label,
+                "match": rec.match,
+                "target": rec.target_bpp,
+                "seed": rec.seed,
+                "bpp": rec.bpp,
+                "psnr": rec.mean("psnr"),
+                "ms-ssim": rec.mean("ms-ssim"),
+                "flip": rec.mean("flip"),
+                "epochs": rec.stats.get("epochs"),
                 "alpha_min": alphas.get("min"),
                 "alpha_max": alphas.get("max"),
             }

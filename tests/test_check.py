@@ -46,7 +46,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _psnr_of(results: Path, method: str) -> float:
     from bench import store
 
-    return next(r for r in store.iter_records(results) if r["method"] == method)["metrics"]["mean"]["psnr"]
+    return next(r for r in store.iter_records(results) if r.method == method).mean("psnr")
 
 
 def _thresholds(tmp_path: Path, psnr: float) -> Path:

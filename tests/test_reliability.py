@@ -339,7 +339,7 @@ def test_faults_inside_methods_are_recorded_and_the_grid_goes_on(
     methods = "x264-crashing,x264-oom,x264-torch-oom,x264-diverging,nerv-diverging,x264"
     assert main(["run", "--methods", methods, "--bpp", "0.5", *SMOKE, "--results", str(results)]) == 1
     out = capsys.readouterr().out
-    assert [r["method"] for r in store.iter_records(results)] == ["x264"]  # the healthy job finished
+    assert [r.method for r in store.iter_records(results)] == ["x264"]  # the healthy job finished
     failed = _failures(results)
     assert {m: r["status"] for m, r in failed.items()} == dict.fromkeys(
         ["x264-crashing", "x264-oom", "x264-torch-oom", "x264-diverging", "nerv-diverging"], "failed"
@@ -360,7 +360,7 @@ def test_faults_inside_methods_are_recorded_and_the_grid_goes_on(
     monkeypatch.delenv("BENCH_TEST_FAULTS")  # memory freed: the rerun completes the grid
     assert main(["run", "--methods", "x264-oom,x264", "--bpp", "0.5", *SMOKE, "--results", str(results)]) == 0
     assert "1 of 2 jobs already finished" in capsys.readouterr().out
-    assert {r["method"] for r in store.iter_records(results)} == {"x264", "x264-oom"}
+    assert {r.method for r in store.iter_records(results)} == {"x264", "x264-oom"}
     assert "x264-oom" not in _failures(results)  # its failed attempt is superseded
 
 
@@ -392,7 +392,7 @@ def test_disk_full_while_publishing_a_record(
     assert list(store.iter_records(results)) == [] and _leftovers(results) == []
     assert main(args) == 0  # space freed: the rerun publishes the job whole
     (record,) = store.iter_records(results)
-    assert (Path(record["_dir"]) / store.STREAM).stat().st_size == record["bytes"]
+    assert (Path(record.directory) / store.STREAM).stat().st_size == record.bytes
 
 
 def test_disk_full_while_recording_a_failure(
@@ -424,7 +424,7 @@ def test_sigterm_stops_the_run_cleanly_and_a_rerun_completes(tmp_path: Path) -> 
     finished = list(store.iter_records(results))
     assert 1 <= len(finished) < 3 and _leftovers(results) == []
     for record in finished:
-        assert (Path(record["_dir"]) / store.STREAM).stat().st_size == record["bytes"]
+        assert (Path(record.directory) / store.STREAM).stat().st_size == record.bytes
     assert main(args) == 0
     assert len(list(store.iter_records(results))) == 3
 
@@ -436,13 +436,16 @@ def test_damaged_record_is_named_not_a_traceback(tmp_path: Path, capsys: pytest.
     (job / store.RECORD).write_text('{"status": "ok", "bpp": 0.5')  # cut short by hand
     thresholds = tmp_path / "t.yaml"
     thresholds.write_text("bounds:\n  - {method: x264, sequence: bunny, budget: smoke, min_psnr: 20}\n")
-    for command in (
-        ["results", "--results", str(results)],
-        ["check", "--results", str(results), "--thresholds", str(thresholds)],
-    ):
-        assert main(command) == 2
-        err = one_line(capsys.readouterr().err)
-        assert f"record {job / store.RECORD} cannot be read" in err and "delete its job directory" in err
+    assert main(["results", "--results", str(results)]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert f"record {job / store.RECORD} cannot be read" in err and "delete its job directory" in err
+    # check lists the damaged record as a failed check with its reason, beside the others
+    assert main(["check", "--results", str(results), "--thresholds", str(thresholds)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "FAIL record verifies  x264-0123456789abcdef" in out
+        and f"record {job / store.RECORD} cannot be read" in out
+    )
 
 
 # --- mistakes in user input ------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import io
 import json
 import os
@@ -32,7 +31,9 @@ from bench.budgets import get_budget
 from bench.cli import main
 from bench.contract import Clip
 from bench.errors import BenchError
-from reports.build import build_report, png_data_uri, report_command
+from bench.record import Record, job_key
+from reports.build import build_report, report_command
+from reports.gallery import png_data_uri
 
 EVIL = "<script>alert(1)</script>"
 ARTIFACTS = Path(
@@ -92,6 +93,30 @@ def jpeg(smoke_clip: Clip) -> Callable[[int, int], Coded]:
     return code
 
 
+def test_record(**fields: Any) -> Record:
+    """A record whose key is the hash of its identity (method, seed, target, match, budget, sequence...),
+    as the runner writes them; `identity` adds what else tells two test records apart."""
+    identity = {
+        "method": fields["method"],
+        "seed": fields.get("seed", 0),
+        "target_bpp": fields["target_bpp"],
+        "match": fields.get("match", "n/a"),
+        "budget": fields["budget"]["name"],
+        "sequence": fields.get("sequence", {}).get("name"),
+        **fields.pop("identity", {}),
+    }
+    defaults = {"method_version": "1", "seed": 0, "device": "cpu", "match": "n/a"}
+    return Record(**{**defaults, **fields}, key=job_key(identity), identity=identity)
+
+
+test_record.__test__ = False  # a helper, not a test
+
+
+def write_failure(results: Path, **fields: Any) -> None:
+    record = test_record(**fields)
+    store.write_failure(results, record.key, record)
+
+
 def write_record(
     results: Path,
     clip: Clip,
@@ -117,17 +142,14 @@ def write_record(
     width, height = size or (clip.info.width, clip.info.height)
     bpp = 8 * size_bytes / frames[..., 0].size
     heat, flip_mean = flip_map(frames[index], decoded[index])
-    record = {
-        "method": method,
-        "method_version": "1",
-        "seed": seed,
-        "device": "cpu",
-        "target_bpp": target,
-        "match": match,
-        "budget": budget or get_budget("smoke").to_dict(),
-        "status": "ok",
-        "reason": None,
-        "sequence": {
+    record = test_record(
+        method=method,
+        seed=seed,
+        target_bpp=target,
+        match=match,
+        budget=budget or get_budget("smoke").to_dict(),
+        status="ok",
+        sequence={
             "name": sequence,
             "width": width,
             "height": height,
@@ -136,22 +158,17 @@ def write_record(
             "checksum": "test",
             "spec": sequence,
         },
-        "config": {"quality": "see breakdown"},
-        "bytes": size_bytes,
-        "bpp": bpp,
-        "bpp_deviation": bpp / target - 1,
-        "breakdown_bits": {"jpeg": 8 * size_bytes},
-        "metrics": scores,
-        "stats": stats or {},
-        "timings": {"plan_s": 0.0, "fit_s": 0.0, "encode_s": 0.01, "decode_s": 0.005, "score_s": 0.1},
-        "provenance": provenance("cpu"),
-        "gallery": {"frame": index, "flip_mean": flip_mean},
-    }
-    record["key"] = (
-        "job-"
-        + hashlib.sha256(
-            json.dumps([method, sequence, target, seed, match, record["budget"]["name"], width]).encode()
-        ).hexdigest()[:16]
+        config={"quality": "see breakdown"},
+        bytes=size_bytes,
+        bpp=bpp,
+        bpp_deviation=bpp / target - 1,
+        breakdown_bits={"jpeg": 8 * size_bytes},
+        metrics=scores,
+        stats=stats or {},
+        timings={"plan_s": 0.0, "fit_s": 0.0, "encode_s": 0.01, "decode_s": 0.005, "score_s": 0.1},
+        provenance=provenance("cpu"),
+        gallery={"frame": index, "flip_mean": flip_mean},
+        identity={"width": width},
     )
 
     def gallery(directory: Path) -> None:
@@ -160,7 +177,9 @@ def write_record(
         for name, image in (("source", frames[index]), ("decode", decoded[index]), ("flip", heat)):
             Image.fromarray(image).save(folder / f"{name}.png")
 
-    store.write_result(results, record["key"], record, b"".join([b"JPEG"] * 4), extra=gallery)
+    store.write_result(
+        results, record.key, record, b"".join([b"JPEG"] * size_bytes)[:size_bytes], extra=gallery
+    )
 
 
 QUALITIES = {0.6: 20, 1.0: 40, 1.6: 70, 2.6: 90}  # target bpp -> JPEG quality on these 72x128 frames
@@ -387,19 +406,15 @@ def test_names_are_escaped_as_text(
 ) -> None:
     results = tmp_path / "results"
     jpeg_ladder(results, smoke_clip, jpeg, EVIL, 2, sequence=EVIL, targets=(1.0,))
-    store.write_failure(
+    write_failure(
         results,
-        "job-failed",
-        {
-            "key": "job-failed",
-            "method": EVIL,
-            "status": "failed",
-            "reason": f"bad {EVIL}",
-            "target_bpp": 0.6,
-            "seed": 0,
-            "budget": get_budget("smoke").to_dict(),
-            "sequence": {"name": EVIL},
-        },
+        method=EVIL,
+        status="failed",
+        reason=f"bad {EVIL}",
+        target_bpp=0.6,
+        seed=0,
+        budget=get_budget("smoke").to_dict(),
+        sequence={"name": EVIL},
     )
     html = build_report(results).read_text(encoding="utf-8")
     assert EVIL not in html
@@ -439,8 +454,8 @@ def test_seeds_fold_into_mean_and_std(
     out = build_report(results, tmp_path / "site" / "index.html", anchor="jpeg-420")
     rows = list(csv.DictReader(open(tmp_path / "site" / "points.csv")))
     assert len(rows) == 2 and all(r["n_seeds"] == "2" and r["seeds"] == "0;1" for r in rows)
-    by_seed = {r["seed"]: r for r in store.iter_records(results) if r["target_bpp"] == 0.6}
-    psnrs = [by_seed[s]["metrics"]["mean"]["psnr"] for s in (0, 1)]
+    by_seed = {r.seed: r for r in store.iter_records(results) if r.target_bpp == 0.6}
+    psnrs = [by_seed[s].mean("psnr") for s in (0, 1)]
     row = next(r for r in rows if float(r["target_bpp"]) == 0.6)
     assert float(row["psnr"]) == pytest.approx(np.mean(psnrs))
     assert float(row["psnr_std"]) == pytest.approx(np.std(psnrs, ddof=1)) and float(row["psnr_std"]) > 0
@@ -517,21 +532,14 @@ def test_failed_and_skipped_jobs_with_reasons(
         "budget": get_budget("smoke").to_dict(),
         "sequence": {"name": "bunny"},
     }
-    store.write_failure(
+    write_failure(results, **base, status="failed", stage="fit", reason="loss became NaN at step 12")
+    write_failure(
         results,
-        "a",
-        {**base, "key": "a", "status": "failed", "stage": "fit", "reason": "loss became NaN at step 12"},
-    )
-    store.write_failure(
-        results,
-        "b",
-        {
-            **base,
-            "key": "b",
-            "status": "skipped",
-            "stage": "plan",
-            "reason": "no configuration reaches 0.05 bpp",
-        },
+        **base,
+        status="skipped",
+        stage="plan",
+        reason="no configuration reaches 0.05 bpp",
+        identity={"b": 1},
     )
     args = Namespace(results=str(results), out=None, anchor="nerv-dense")
     assert report_command(args) == 0
@@ -541,9 +549,7 @@ def test_failed_and_skipped_jobs_with_reasons(
     assert "1 failed, 1 skipped" in md and "| failed | nerv-dense | bunny | 0.05 | 0 | loss became NaN" in md
 
     only_failures = tmp_path / "only-failures"
-    store.write_failure(
-        only_failures, "a", {**base, "key": "a", "status": "failed", "reason": "out of memory"}
-    )
+    write_failure(only_failures, **base, status="failed", reason="out of memory")
     html = build_report(only_failures).read_text(encoding="utf-8")
     assert "No finished job in these results" in html and "out of memory" in html
 

@@ -23,22 +23,22 @@ def _bench(*args: str) -> list[str]:
 
 
 def _records(results: Path) -> dict[str, dict]:
-    return {r["key"]: r for r in store.iter_records(results)}
+    return {r.key: r for r in store.iter_records(results)}
 
 
 def test_single_job_writes_a_complete_record(tmp_path: Path) -> None:
     results = tmp_path / "res"
     assert main(["run", "--methods", "x264", "--bpp", "0.5", *SMOKE, "--results", str(results)]) == 0
     (record,) = _records(results).values()
-    job = Path(record["_dir"])
+    job = Path(record.directory)
     data = (job / store.STREAM).read_bytes()
-    assert record["status"] == "ok" and record["bytes"] == len(data)
-    assert record["bpp"] == pytest.approx(8 * len(data) / (4 * 72 * 128))
-    assert sum(record["breakdown_bits"].values()) == 8 * len(data)
-    assert set(record["metrics"]["mean"]) >= {"psnr", "ms-ssim", "flip"}
-    assert len(record["metrics"]["per_frame"]["psnr"]) == 4
-    assert set(record["timings"]) == {"plan_s", "fit_s", "encode_s", "decode_s", "score_s"}
-    assert record["provenance"]["versions"]["torch"]
+    assert record.status == "ok" and record.bytes == len(data)
+    assert record.bpp == pytest.approx(8 * len(data) / (4 * 72 * 128))
+    assert sum(record.breakdown_bits.values()) == 8 * len(data)
+    assert set(record.metrics["mean"]) >= {"psnr", "ms-ssim", "flip"}
+    assert len(record.metrics["per_frame"]["psnr"]) == 4
+    assert set(record.timings) == {"plan_s", "fit_s", "encode_s", "decode_s", "score_s"}
+    assert record.provenance["versions"]["torch"]
     assert all((job / store.GALLERY / name).is_file() for name in ("source.png", "decode.png", "flip.png"))
 
 
@@ -53,7 +53,7 @@ def test_rerun_skips_finished_and_force_redoes(tmp_path: Path, capsys: pytest.Ca
     assert _records(Path(results)).keys() == first.keys()
     assert main([*args, "--force"]) == 0
     (again,) = _records(Path(results)).values()
-    assert again["provenance"]["time_utc"] >= next(iter(first.values()))["provenance"]["time_utc"]
+    assert again.provenance["time_utc"] >= next(iter(first.values())).provenance["time_utc"]
 
 
 def test_sigkill_mid_grid_then_rerun_loses_and_recomputes_nothing(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_sigkill_mid_grid_then_rerun_loses_and_recomputes_nothing(tmp_path: Path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {
-        key: os.stat(Path(r["_dir"]) / store.RECORD).st_mtime_ns for key, r in _records(results).items()
+        key: os.stat(Path(r.directory) / store.RECORD).st_mtime_ns for key, r in _records(results).items()
     }
     assert 2 <= len(before) < 8, "kill should land mid-grid"
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -76,7 +76,7 @@ def test_sigkill_mid_grid_then_rerun_loses_and_recomputes_nothing(tmp_path: Path
     after = _records(results)
     assert len(after) == 8
     for key, mtime in before.items():  # finished records untouched
-        assert os.stat(Path(after[key]["_dir"]) / store.RECORD).st_mtime_ns == mtime
+        assert os.stat(Path(after[key].directory) / store.RECORD).st_mtime_ns == mtime
     # The killed job's staging directory was swept by the rerun; nothing half-written remains.
     assert [p.name for p in store.jobs_dir(results).iterdir() if p.name.startswith(".")] == []
 
@@ -91,8 +91,8 @@ def test_two_concurrent_runs_lose_and_corrupt_nothing(tmp_path: Path) -> None:
     records = _records(results)
     assert len(records) == 4
     for record in records.values():
-        data = (Path(record["_dir"]) / store.STREAM).read_bytes()
-        assert len(data) == record["bytes"]
+        data = (Path(record.directory) / store.STREAM).read_bytes()
+        assert len(data) == record.bytes
     assert [p.name for p in store.jobs_dir(results).iterdir() if p.name.startswith(".tmp")] == []
 
 
@@ -116,7 +116,7 @@ def test_submitit_local_executor_runs_the_same_job_function(tmp_path: Path) -> N
         == 0
     )
     (record,) = _records(results).values()
-    assert record["status"] == "ok"
+    assert record.status == "ok"
     assert (results / "submitit").is_dir()
 
 
@@ -139,7 +139,7 @@ def test_local_worker_processes(tmp_path: Path) -> None:
         )
         == 0
     )
-    assert {r["method"] for r in _records(results).values()} == {"x264", "x265"}
+    assert {r.method for r in _records(results).values()} == {"x264", "x265"}
 
 
 def test_failed_job_is_recorded_and_grid_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -174,7 +174,7 @@ def test_dry_run_and_repeats(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         == 0
     )
     out = capsys.readouterr().out
-    assert "6 jobs" in out and out.count("[to run]") == 6
+    assert "6 jobs, 6 to run" in out and out.count("[to run, ~") == 6
 
 
 def test_config_file_and_flags_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -190,7 +190,7 @@ def test_config_file_and_flags_override(tmp_path: Path, capsys: pytest.CaptureFi
     assert "unknown run option 'bogus'" in capsys.readouterr().err
     config.write_text("repeats: many\n")
     assert main(["run", "--config", str(config), "--dry-run"]) == 2
-    assert "config key 'repeats' must be int" in capsys.readouterr().err
+    assert "option 'repeats' must be int" in capsys.readouterr().err
 
 
 def test_missing_uvg_sequence_explains_the_fetch(
@@ -241,7 +241,7 @@ def test_decode_command_writes_frames_and_video(tmp_path: Path) -> None:
     results = tmp_path / "res"
     assert main(["run", "--methods", "x265", "--bpp", "0.5", *SMOKE, "--results", str(results)]) == 0
     (record,) = _records(results).values()
-    stream = str(Path(record["_dir"]) / store.STREAM)
+    stream = str(Path(record.directory) / store.STREAM)
     assert main(["decode", stream, "--out", str(tmp_path / "frames")]) == 0
     assert len(list((tmp_path / "frames").glob("*.png"))) == 4
     assert main(["decode", stream, "--out", str(tmp_path / "clip.mp4")]) == 0
