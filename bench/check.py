@@ -5,11 +5,15 @@ A thresholds file (YAML) holds two lists::
     bounds:    # per method x sequence x budget (optionally one target bpp)
       - {method: x264, sequence: bunny, budget: smoke, min_psnr: 30.1, min_ms_ssim: 0.95, max_flip: 0.11,
          max_bpp_deviation: 0.10}
-    claims:    # orderings between methods at matched (target) bpp, averaged over seeds
-      - {better: supermask-learned, worse: supermask-fixed, metric: psnr, margin: 0.3, sequence: bunny,
-         budget: smoke, why: "margin = 2 x the measured seed-to-seed std of the difference"}
+    claims:    # orderings between methods at matched (target) bpp
+      - {better: supermask-learned, worse: supermask-fixed, metric: psnr, min_difference: 0.3,
+         sequence: bunny, budget: smoke, why: "measured +0.9 dB; 0.3 dB lies 3 paired spreads below it"}
 
-Every check is printed with its value and bound. Exit 1 when any falls short, 2 when the file is malformed.
+A claim holds when better - worse >= `min_difference` (which may be positive: an advantage, not just "not
+worse"). With several seeds the per-seed differences of the same seed are paired, and the claim must hold
+for the lower end of their one-sided 95 % interval (mean - t * sd / sqrt(n)), so noise cannot pass for an
+advantage; with one seed the single difference is judged. Every check is printed with its value and bound.
+Exit 1 when any falls short, 2 when the file is malformed.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 from typing import Any
 
 from bench import store
@@ -36,7 +40,8 @@ _METRICS = {
 _BOUND_KEYS = {"method", "sequence", "budget", "target_bpp", "max_bpp_deviation"} | {
     f"{'min' if hib else 'max'}_{key}" for key, (_, hib) in _METRICS.items()
 }
-_CLAIM_KEYS = {"better", "worse", "metric", "margin", "sequence", "budget", "why"}
+_CLAIM_KEYS = {"better", "worse", "metric", "min_difference", "sequence", "budget", "why"}
+CONFIDENCE = 0.95  # one-sided level of a claim's interval over paired seeds
 _FILE_KEYS = ("bounds", "claims", "notes")
 EXIT_FAIL, EXIT_MALFORMED = 1, 2
 
@@ -79,7 +84,7 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
         )
     for section, allowed, required in (
         ("bounds", _BOUND_KEYS, {"method", "sequence", "budget"}),
-        ("claims", _CLAIM_KEYS, {"better", "worse", "metric", "margin", "sequence", "budget"}),
+        ("claims", _CLAIM_KEYS, {"better", "worse", "metric", "min_difference", "sequence", "budget"}),
     ):
         entries = data.get(section) or []
         if not isinstance(entries, list):
@@ -87,6 +92,11 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 raise ThresholdsError(f"{section}[{i}] in '{path}' must be a mapping")
+            if section == "claims" and "margin" in entry:
+                raise ThresholdsError(
+                    f"claims[{i}] in '{path}' uses 'margin'; claims now state min_difference "
+                    f"(better - worse >= min_difference): 'margin: m' was 'min_difference: -m'"
+                )
             unknown = sorted(str(key) for key in entry if key not in allowed)
             if unknown:
                 raise ThresholdsError(f"{section}[{i}] in '{path}' has unknown key '{unknown[0]}'")
@@ -94,7 +104,7 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
             if missing:
                 raise ThresholdsError(f"{section}[{i}] in '{path}' lacks key '{sorted(missing)[0]}'")
             for key, value in entry.items():
-                numeric = key.startswith(("min_", "max_")) or key in ("margin", "target_bpp")
+                numeric = key.startswith(("min_", "max_")) or key == "target_bpp"
                 if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
                     raise ThresholdsError(f"{section}[{i}].{key} in '{path}' must be a number, got {value!r}")
                 if numeric and not math.isfinite(value):
@@ -157,32 +167,71 @@ def evaluate(results: Path, thresholds: dict[str, list[dict[str, Any]]]) -> list
                     )
                 )
     for claim in thresholds["claims"]:
-        name, higher_is_better = _METRICS[claim["metric"]]
-        by_rate: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for side in ("better", "worse"):
-            for record in records:
-                value = record.mean(name)
-                if _matches(record, claim[side], claim) and value is not None:
-                    by_rate[record.target_bpp][side].append(value)
-        subject = f"{claim['better']} vs {claim['worse']} / {claim['sequence']} / {claim['budget']}"
-        paired = {bpp: sides for bpp, sides in by_rate.items() if sides["better"] and sides["worse"]}
-        if not paired:
-            rows.append(CheckRow(f"claim {name}", subject, None, "records of both at a common bpp", False))
-            continue
-        for bpp, sides in sorted(paired.items()):
-            diff = mean(sides["better"]) - mean(sides["worse"])
-            if not higher_is_better:
-                diff = -diff
-            rows.append(
-                CheckRow(
-                    f"claim {name}",
-                    f"{subject} @ {bpp:g} bpp",
-                    diff,
-                    f"better - worse >= -{claim['margin']}",
-                    diff >= -claim["margin"],
-                )
-            )
+        rows += _judge_claim(claim, records)
     return rows
+
+
+def _judge_claim(claim: dict[str, Any], records: list[Record]) -> list[CheckRow]:
+    """One row per common target rate: the (paired) difference and whether its lower bound clears the claim."""
+    name, higher_is_better = _METRICS[claim["metric"]]
+    subject = f"{claim['better']} vs {claim['worse']} / {claim['sequence']} / {claim['budget']}"
+    by_rate: dict[float, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for side in ("better", "worse"):
+        for record in records:
+            value = record.mean(name)
+            if _matches(record, claim[side], claim) and value is not None:
+                by_rate[record.target_bpp][side][record.seed] = value
+    missing = [claim[side] for side in ("better", "worse") if not any(s[side] for s in by_rate.values())]
+    if missing:
+        present = sorted({r.label for r in records if r.seq_name == claim["sequence"]})
+        return [
+            CheckRow(
+                f"claim {name}",
+                subject,
+                None,
+                "records of both",
+                False,
+                f"no {name} records of {', '.join(repr(m) for m in missing)} on {claim['sequence']} at budget "
+                f"{claim['budget']}; present there: {', '.join(present) or 'none'}",
+            )
+        ]
+    paired = {bpp: sides for bpp, sides in by_rate.items() if sides["better"] and sides["worse"]}
+    if not paired:
+        return [CheckRow(f"claim {name}", subject, None, "records of both at a common bpp", False)]
+    rows = []
+    sign = 1.0 if higher_is_better else -1.0
+    for bpp, sides in sorted(paired.items()):
+        seeds = sorted(set(sides["better"]) & set(sides["worse"]))
+        if seeds:
+            diffs = [sign * (sides["better"][s] - sides["worse"][s]) for s in seeds]
+            how = f"paired over seeds {', '.join(map(str, seeds))}"
+        else:  # no common seed: compare the means
+            diffs = [sign * (mean(sides["better"].values()) - mean(sides["worse"].values()))]
+            how = "means, no common seed"
+        centre, lower = claim_bound(diffs)
+        spread = f"; one-sided {CONFIDENCE:.0%} lower bound {lower:+.3f}" if len(diffs) > 1 else ""
+        rows.append(
+            CheckRow(
+                f"claim {name}",
+                f"{subject} @ {bpp:g} bpp",
+                centre,
+                f"better - worse >= {claim['min_difference']:+g}",
+                lower >= claim["min_difference"],
+                f"{how}: mean {centre:+.3f}{spread}",
+            )
+        )
+    return rows
+
+
+def claim_bound(diffs: list[float]) -> tuple[float, float]:
+    """(mean, lower end of the one-sided interval) of paired differences; one difference is its own bound."""
+    centre = mean(diffs)
+    if len(diffs) < 2:
+        return centre, centre
+    from scipy import stats
+
+    t = float(stats.t.ppf(CONFIDENCE, len(diffs) - 1))
+    return centre, centre - t * stdev(diffs) / math.sqrt(len(diffs))
 
 
 def format_rows(rows: list[CheckRow]) -> str:

@@ -87,7 +87,8 @@ def run_command(args: Any) -> int:
 
     cli = {name: getattr(args, name, None) for name in RUN_FIELDS if name != "slurm"}
     options = resolve_options(cli, getattr(args, "config", None))
-    _check_device(options.device)
+    if not (options.dry_run and options.device.startswith("cuda")):  # a GPU run may be planned anywhere
+        _check_device(options.device)
     get_budget(options.budget)
     size = parse_size(options.size) if options.size else None
     jobs = plan_grid(options, size)

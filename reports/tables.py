@@ -85,7 +85,7 @@ def bd_table(views: Sequence[View]) -> list[dict[str, Any]]:
                 {
                     "view": v.title,
                     "view_id": v.id,
-                    "budget": v.budget.get("name", "?"),
+                    "budget": v.budget_label,
                     "protocol": v.protocol,
                     "method": row.method,
                     "points": row.points,

@@ -86,10 +86,9 @@ def _ordered(points: list[Point]) -> list[Point]:
 
 def _view(index: int, sequence: str, label: str, protocol: str, points: list[Point]) -> View:
     first = next((p for p in points if p.match != "n/a"), points[0]).records[0]
-    title = f"{sequence} · {label}" if "[" in label else sequence
     return View(
         f"view-{index}",
-        title,
+        sequence,
         sequence,
         first.budget,
         protocol,

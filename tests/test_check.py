@@ -17,7 +17,7 @@ bounds:
   - {method: x264, sequence: bunny, budget: smoke, min_psnr: %(psnr)s, min_ms_ssim: 0.9, max_flip: 0.2,
      max_bpp_deviation: 0.10}
 claims:
-  - {better: x265, worse: x264, metric: psnr, margin: 1.5, sequence: bunny, budget: smoke}
+  - {better: x265, worse: x264, metric: psnr, min_difference: -1.5, sequence: bunny, budget: smoke}
 """
 
 DEGRADED = '''
@@ -89,7 +89,7 @@ def test_check_bites_on_a_degraded_method(
 def test_ordering_claim_bites(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "claim.yaml"
     path.write_text(
-        "claims:\n  - {better: x264, worse: x265, metric: psnr, margin: -5, sequence: bunny, budget: smoke}\n"
+        "claims:\n  - {better: x264, worse: x265, metric: psnr, min_difference: 5, sequence: bunny, budget: smoke}\n"
     )
     assert main(["check", "--results", str(results), "--thresholds", str(path)]) == 1
     assert "FAIL claim psnr" in capsys.readouterr().out
@@ -106,7 +106,7 @@ def test_ordering_claim_bites(results: Path, tmp_path: Path, capsys: pytest.Capt
         ),
         ("bounds:\n  - {method: x264, sequence: bunny, budget: smoke, min_psnr: high}\n", "must be a number"),
         (
-            "claims:\n  - {better: a, worse: b, metric: vmaf, margin: 1, sequence: s, budget: smoke}\n",
+            "claims:\n  - {better: a, worse: b, metric: bogus, min_difference: 1, sequence: s, budget: smoke}\n",
             "metric",
         ),
         ("bounds: [\n", "not valid YAML"),
@@ -120,3 +120,112 @@ def test_malformed_thresholds_exit_2(
     assert main(["check", "--results", str(results), "--thresholds", str(path)]) == 2
     out = capsys.readouterr().out
     assert message in out and len(out.strip().splitlines()) == 1
+
+
+# --- claims that can fail ---------------------------------------------------------------------------------------
+
+COMMITTED = Path(__file__).parents[1] / "thresholds" / "ci.yaml"
+
+
+def _claim_results(folder: Path, claim: dict, differences: dict[int, float], base: float = 25.0) -> Path:
+    """Records of both sides of a claim: the worse method at `base`, the better at base + difference per seed
+    (for a lower-is-better metric the better one is lower by it)."""
+    from record_factory import make_record
+
+    from bench import store
+    from bench.budgets import get_budget
+    from bench.check import _METRICS
+
+    name, higher_is_better = _METRICS[claim["metric"]]
+    sign = 1 if higher_is_better else -1
+    for seed, diff in differences.items():
+        for method, value in (
+            (claim["worse"], base + 0.1 * seed),
+            (claim["better"], base + 0.1 * seed + sign * diff),
+        ):
+            record = make_record(
+                method=method,
+                seed=seed,
+                target_bpp=0.3,
+                status="ok",
+                budget=get_budget(claim["budget"]).to_dict(),
+                sequence={"name": claim["sequence"]},
+                bytes=100,
+                bpp=0.3,
+                metrics={"mean": {name: value}},
+            )
+            store.write_result(folder, record.key, record, b"x" * 100)
+    return folder
+
+
+def _check(results: Path, thresholds: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["check", "--results", str(results), "--thresholds", str(thresholds)])
+    return code, capsys.readouterr().out
+
+
+def test_each_committed_claim_fails_on_zero_and_reversed_advantages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    claims = yaml.safe_load(COMMITTED.read_text())["claims"]
+    assert claims and all(c["min_difference"] > 0 for c in claims)  # each claims an advantage, not a tie
+    for i, claim in enumerate(claims):
+        only = tmp_path / f"claim{i}.yaml"
+        only.write_text(yaml.safe_dump({"claims": [claim]}))
+        held = claim["min_difference"] + 0.5
+        cases = {
+            "holds": ({0: held}, 0),
+            "zero": ({0: 0.0}, 1),  # the better method's records replaced by the worse one's
+            "reversed": ({0: -held}, 1),
+            "holds over seeds": ({0: held, 1: held + 0.05, 2: held - 0.05}, 0),
+            "zero over seeds": ({0: 0.1, 1: -0.1, 2: 0.0}, 1),
+        }
+        for case, (differences, expected) in cases.items():
+            results = _claim_results(tmp_path / f"{i}-{case.replace(' ', '-')}", claim, differences)
+            code, out = _check(results, only, capsys)
+            assert code == expected, (claim, case, out)
+
+
+def test_a_noisy_advantage_does_not_pass_for_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    claim = {
+        "better": "a",
+        "worse": "b",
+        "metric": "psnr",
+        "min_difference": 0.3,
+        "sequence": "s",
+        "budget": "smoke",
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(f"claims:\n  - {claim}\n".replace("'", ""))
+    # mean +0.5 dB, above the claim, but the paired seeds spread from -0.5 to +1.5: cannot tell
+    code, out = _check(_claim_results(tmp_path / "noisy", claim, {0: -0.5, 1: 0.5, 2: 1.5}), path, capsys)
+    assert code == 1 and "mean +0.500; one-sided 95% lower bound" in out
+    code, out = _check(_claim_results(tmp_path / "clear", claim, {0: 0.45, 1: 0.5, 2: 0.55}), path, capsys)
+    assert code == 0 and "paired over seeds 0, 1, 2" in out
+
+
+def test_a_claim_about_absent_methods_says_what_is_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    claim = {
+        "better": "a",
+        "worse": "b",
+        "metric": "psnr",
+        "min_difference": 0.3,
+        "sequence": "s",
+        "budget": "smoke",
+    }
+    results = _claim_results(tmp_path / "r", claim, {0: 1.0})
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "claims:\n  - {better: a, worse: zz, metric: psnr, min_difference: 0.3, sequence: s, budget: smoke}\n"
+    )
+    code, out = _check(results, path, capsys)
+    assert code == 1 and "no psnr records of 'zz' on s at budget smoke; present there: a, b" in out
+    path.write_text(
+        "claims:\n  - {better: a, worse: b, metric: psnr, margin: 0.3, sequence: s, budget: smoke}\n"
+    )
+    code, out = _check(results, path, capsys)
+    assert code == 2 and "'margin: m' was 'min_difference: -m'" in out

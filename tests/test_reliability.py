@@ -487,11 +487,11 @@ def test_run_config_mistakes_name_the_key(
         ("bound:\n  - {method: x264}\n", "has unknown key 'bound' (did you mean 'bounds'?)"),
         ("bounds:\n  - {method: x264, sequence: [bunny], budget: smoke}\n", "bounds[0].sequence in"),
         (
-            "claims:\n  - {better: a, worse: b, metric: [psnr], margin: 1, sequence: s, budget: smoke}\n",
+            "claims:\n  - {better: a, worse: b, metric: [psnr], min_difference: 1, sequence: s, budget: smoke}\n",
             "must be a string",
         ),
         (
-            "claims:\n  - {better: a, worse: b, metric: psnr, margin: .nan, sequence: s, budget: smoke}\n",
+            "claims:\n  - {better: a, worse: b, metric: psnr, min_difference: .nan, sequence: s, budget: smoke}\n",
             "other than inf",
         ),
         ("bounds:\n  - {1: 2, method: x264, sequence: s, budget: smoke}\n", "has unknown key '1'"),

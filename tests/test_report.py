@@ -31,7 +31,7 @@ from bench.budgets import get_budget
 from bench.cli import main
 from bench.contract import Clip
 from bench.errors import BenchError
-from bench.record import Record, job_key
+from record_factory import make_record
 from reports.build import build_report, report_command
 from reports.gallery import png_data_uri
 
@@ -93,27 +93,8 @@ def jpeg(smoke_clip: Clip) -> Callable[[int, int], Coded]:
     return code
 
 
-def test_record(**fields: Any) -> Record:
-    """A record whose key is the hash of its identity (method, seed, target, match, budget, sequence...),
-    as the runner writes them; `identity` adds what else tells two test records apart."""
-    identity = {
-        "method": fields["method"],
-        "seed": fields.get("seed", 0),
-        "target_bpp": fields["target_bpp"],
-        "match": fields.get("match", "n/a"),
-        "budget": fields["budget"]["name"],
-        "sequence": fields.get("sequence", {}).get("name"),
-        **fields.pop("identity", {}),
-    }
-    defaults = {"method_version": "1", "seed": 0, "device": "cpu", "match": "n/a"}
-    return Record(**{**defaults, **fields}, key=job_key(identity), identity=identity)
-
-
-test_record.__test__ = False  # a helper, not a test
-
-
 def write_failure(results: Path, **fields: Any) -> None:
-    record = test_record(**fields)
+    record = make_record(**fields)
     store.write_failure(results, record.key, record)
 
 
@@ -142,7 +123,7 @@ def write_record(
     width, height = size or (clip.info.width, clip.info.height)
     bpp = 8 * size_bytes / frames[..., 0].size
     heat, flip_mean = flip_map(frames[index], decoded[index])
-    record = test_record(
+    record = make_record(
         method=method,
         seed=seed,
         target_bpp=target,

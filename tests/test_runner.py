@@ -190,7 +190,7 @@ def test_config_file_and_flags_override(tmp_path: Path, capsys: pytest.CaptureFi
     assert "unknown run option 'bogus'" in capsys.readouterr().err
     config.write_text("repeats: many\n")
     assert main(["run", "--config", str(config), "--dry-run"]) == 2
-    assert "option 'repeats' must be int" in capsys.readouterr().err
+    assert "config key 'repeats' must be int" in capsys.readouterr().err
 
 
 def test_missing_uvg_sequence_explains_the_fetch(
