@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from record_factory import make_record
 
 from bench import store
 from bench.budgets import get_budget
 from bench.cli import main
 from bench.contract import Clip
 from bench.errors import BenchError
-from record_factory import make_record
 from reports.build import build_report, report_command
 from reports.gallery import png_data_uri
 
