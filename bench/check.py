@@ -67,6 +67,8 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
         raise ThresholdsError(f"thresholds file '{path}' not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ThresholdsError(f"thresholds file '{path}' is not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ThresholdsError(
             f"thresholds file '{path}' is not valid YAML: {str(exc).splitlines()[0]}"

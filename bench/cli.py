@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from bench.errors import BenchError
 
@@ -45,7 +46,10 @@ def _list_params(method: str | None) -> int:
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from bench.data.fetch import fetch
+    from bench.paths import check_output_folder
 
+    if args.cache_dir:
+        check_output_folder(Path(args.cache_dir), "--cache-dir")
     for name in args.sequences:
         path = fetch(name, url=args.url, cache_dir=args.cache_dir)
         print(f"{name}: {path}")
@@ -186,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bench ls methods | head`: the reader left; nothing to report
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import signal
 import sys
 from pathlib import Path
@@ -13,9 +15,12 @@ from bench import bitstream, registry, store
 from bench.budgets import get_budget
 from bench.contract import Context, SeqInfo
 from bench.errors import BenchError, BitstreamError, ConfigError
+from bench.paths import check_output_file, check_output_folder
 from bench.runconfig import RUN_FIELDS, resolve_options
 from bench.runner import Terminated, run_jobs, sigterm_unwinds
 
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi")
+FRAME_NAME = re.compile(r"frame_\d{5,}\.png")
 MAX_DECODE_SIDE = 16_384
 MAX_DECODE_PIXELS = 1 << 31  # 2.1 G pixels (6 GB of frames); UVG's longest sequence has 1.2 G
 
@@ -115,8 +120,12 @@ def results_command(args: Any) -> int:
     results = Path(args.results)
     if not store.jobs_dir(results).is_dir() and not store.failed_dir(results).is_dir():
         raise BenchError(f"no results in '{results}': run `bench run --results {results}` first")
-    table = store.records_table(results, include_failed=True)
     out = Path(args.out) if args.out else None
+    if out is not None:
+        check_output_file(out, "--out")
+    if args.format == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise BenchError("--format parquet needs pyarrow (pip install pyarrow); or use --format csv or json")
+    table = store.records_table(results, include_failed=True)
     if args.format == "csv":
         text = table.to_csv(index=False)
     elif args.format == "json":
@@ -129,9 +138,12 @@ def results_command(args: Any) -> int:
         return 0
     if out is None:
         sys.stdout.write(text)
-    else:
+        return 0
+    try:
         out.write_text(text)
-        print(f"wrote {len(table)} rows to {out}")
+    except OSError as exc:
+        raise BenchError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
+    print(f"wrote {len(table)} rows to {out}")
     return 0
 
 
@@ -140,6 +152,18 @@ def decode_command(args: Any) -> int:
     path = Path(args.stream)
     if not path.is_file():
         raise BenchError(f"no stream at '{path}'; pass the stream.nvbs of a job directory")
+    out = Path(args.out)
+    video = out.suffix.lower() in VIDEO_SUFFIXES
+    if video:
+        check_output_file(out, "--out")
+    else:
+        check_output_folder(out, "--out")
+        others = [p.name for p in out.iterdir() if not FRAME_NAME.fullmatch(p.name)] if out.is_dir() else []
+        if others:
+            raise BenchError(
+                f"--out {out} holds other files ({', '.join(sorted(others)[:3])}); decode into an empty folder"
+            )
+    _check_device(args.device)
     data = path.read_bytes()
     stream = bitstream.unpack(data)
     cls = registry.get(stream.method)
@@ -158,13 +182,14 @@ def decode_command(args: Any) -> int:
     info = SeqInfo(name=path.stem, width=width, height=height, num_frames=frames_count, fps=25.0)
     ctx = Context(workdir=Path(args.out).with_suffix(".work"), budget=get_budget("smoke"), device=args.device)
     frames = cls().decode(data, info, ctx)
-    out = Path(args.out)
-    if out.suffix.lower() in (".mp4", ".mkv", ".avi"):
+    if video:
         _write_video(frames, out)
     else:
         from PIL import Image
 
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob("frame_*.png"):  # an earlier, longer decode must not stay beside this one
+            stale.unlink()
         for i, frame in enumerate(frames):
             Image.fromarray(frame).save(out / f"frame_{i:05d}.png")
     print(f"decoded {len(frames)} frames of {stream.method} to {out}")

@@ -12,7 +12,7 @@ from typing import Any
 from bench import registry
 from bench.budgets import Budget, get_budget, with_overrides
 from bench.errors import ConfigError
-from bench.identity import JobSpec, PlannedJob, job_identity, job_key
+from bench.identity import InputIdentity, JobSpec, PlannedJob, job_identity, job_key
 from bench.params import MethodVariant, expand, parse_spec, split_top_level
 from bench.runconfig import RunOptions
 
@@ -137,6 +137,9 @@ def plan_grid(options: RunOptions, size: tuple[int, int] | None = None) -> list[
                 budget.start, budget.frames, budget.step, asker=f"budget '{budget.name}'"
             )
             height, width = budget.size or (sequence.height, sequence.width)
+            source = InputIdentity(
+                seq, sequence.width, sequence.height, sequence.num_frames, sequence.frames_digest(frames)
+            )
             for variant in variants:
                 trains = registry.get(variant.method).trains
                 # codecs do not train: an epochs or lr override leaves them one job (one key) per rate
@@ -156,7 +159,7 @@ def plan_grid(options: RunOptions, size: tuple[int, int] | None = None) -> list[
                             params=variant.params,
                             overrides=kept,
                         )
-                        identity = job_identity(spec, sequence.checksum)
+                        identity = job_identity(spec, sequence.checksum, source)
                         key = job_key(identity)
                         if key not in keys:
                             keys.add(key)

@@ -16,7 +16,7 @@ from bench.budgets import Budget, budget_label, get_budget, with_overrides
 from bench.params import build_config, variant_label
 from bench.record import job_key
 
-__all__ = ["JobSpec", "PlannedJob", "job_identity", "job_key"]
+__all__ = ["InputIdentity", "JobSpec", "PlannedJob", "job_identity", "job_key"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,19 @@ class PlannedJob:
     pixels: int = 0  # frames x height x width the budget codes (for cost estimates)
 
 
-def job_identity(spec: JobSpec, seq_checksum: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class InputIdentity:
+    """What identifies a job's input: its name, decoded geometry and a digest of the frames the budget takes
+    (so a changed file, or a raw .yuv read with a corrected --size, is a new job)."""
+
+    name: str
+    width: int
+    height: int
+    num_frames: int
+    frames_sha256: str
+
+
+def job_identity(spec: JobSpec, seq_checksum: str, source: InputIdentity) -> dict[str, Any]:
     """The content a job's result depends on; its hash is the job key."""
     from bench.metrics import METRICS_VERSION
 
@@ -75,6 +87,7 @@ def job_identity(spec: JobSpec, seq_checksum: str) -> dict[str, Any]:
         "method_version": cls.version,
         "hyper": dataclasses.asdict(spec.config()),
         "sequence_checksum": seq_checksum,
+        "input": dataclasses.asdict(source),
         "frames": {"start": budget.start, "count": budget.frames, "step": budget.step, "size": budget.size},
         "budget": {
             k: v for k, v in budget.to_dict().items() if k != "bpp_ladder"

@@ -19,10 +19,13 @@ from typing import Any
 from bench.errors import ConfigError
 
 EXECUTORS = ("local", "slurm", "submitit-local")
+MAX_BPP = 24.0  # 8-bit RGB, uncompressed
 MATCHES = ("epochs", "time")
 
 
-def _number_list(name: str, cast: Callable[[str], Any], positive: bool = True) -> Callable[[Any], list[Any]]:
+def _number_list(
+    name: str, cast: Callable[[str], Any], positive: bool = True, maximum: float | None = None
+) -> Callable[[Any], list[Any]]:
     """A parser of `1,2,3` (or a YAML list / scalar) into a list of finite numbers."""
 
     def parse(value: Any) -> list[Any]:
@@ -43,6 +46,10 @@ def _number_list(name: str, cast: Callable[[str], Any], positive: bool = True) -
                 raise ConfigError(f"--{name} values must be finite numbers, got '{text}'")
             if positive and number <= 0:
                 raise ConfigError(f"--{name} values must be positive, got '{text}'")
+            if maximum is not None and number > maximum:
+                raise ConfigError(
+                    f"--{name} value {text} is above {maximum:g}, more than the uncompressed frames"
+                )
             out.append(number)
         if not out:
             raise ConfigError(f"--{name} was given but holds no value; drop it or give numbers")
@@ -123,7 +130,7 @@ class RunOptions:
     bpp: list[float] | None = option(
         None,
         "comma-separated target bits per pixel (default: the budget's ladder)",
-        parse=_number_list("bpp", float),
+        parse=_number_list("bpp", float, maximum=MAX_BPP),
     )
     budget: str = option("cpu", "smoke | ci | cpu (default) | paper")
     epochs: list[int] | None = option(

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import metrics
-from bench.errors import BenchError, MetricError
+from bench.errors import MetricError
+from bench.paths import check_output_file
 
 PER_FRAME_ROWS = 10  # print one row per frame up to this many frames, then only the mean
 _DECIMALS = {"psnr": 4, "ms-ssim": 5, "flip": 4, "lpips": 4}
@@ -45,8 +46,6 @@ def _save_flip_map(ref: np.ndarray, test: np.ndarray, out: str) -> float:
     from PIL import Image
 
     path = Path(out)
-    if not path.parent.is_dir():
-        raise BenchError(f"cannot write the FLIP map to {path}: folder {path.parent} does not exist")
     heat, mean = metrics.flip_map(ref[0], test[0])
     Image.fromarray(heat).save(path, format="PNG")
     return mean
@@ -56,6 +55,8 @@ def score_command(args: argparse.Namespace) -> int:
     """Read REF and TEST, check they match, print their scores as a table or JSON; 0 on success."""
     from bench.data import parse_size
 
+    if args.flip_map:  # checked before any work is spent
+        check_output_file(Path(args.flip_map), "--flip-map")
     size = parse_size(args.size) if args.size else None
     ref = _read(args.ref, size)
     test = _read(args.test, size)

@@ -219,7 +219,35 @@ def load_results(results: Path, check_streams: bool = True) -> Loaded:
             loaded.failed.append(read_record(path))
         except StoreError as exc:
             loaded.rejected.append(Rejected(path, str(exc).split("; delete")[0]))
+    loaded.finished, superseded = _newest_per_setting(loaded.finished)
+    loaded.rejected += superseded
     return loaded
+
+
+def _newest_per_setting(records: list[Record]) -> tuple[list[Record], list[Rejected]]:
+    """One record per setting (method variant, sequence, budget, matching, target, seed): the newest.
+
+    Two records of one setting with different keys were made from different inputs or by a different
+    suite (a changed file, another --size, an older key format); only the newest is a seed of the point.
+    """
+    groups: dict[tuple[Any, ...], list[Record]] = {}
+    for r in records:
+        setting = (r.label, r.seq_name, r.budget_label, r.match, r.target_bpp, r.seed)
+        groups.setdefault(setting, []).append(r)
+    kept, superseded = [], []
+    for members in groups.values():
+        members.sort(key=lambda r: str(r.provenance.get("time_utc", "")), reverse=True)
+        kept.append(members[0])
+        for old in members[1:]:
+            superseded.append(
+                Rejected(
+                    (old.directory or Path(old.key)) / RECORD,
+                    f"record {old.key} is superseded by {members[0].key}, a newer record of the same method, "
+                    f"sequence, budget, rate and seed made from other input or settings",
+                )
+            )
+    kept.sort(key=lambda r: r.key)
+    return kept, superseded
 
 
 def iter_records(results: Path, include_failed: bool = False) -> Iterator[Record]:

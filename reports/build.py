@@ -16,6 +16,7 @@ from typing import Any
 
 from bench import store
 from bench.errors import BenchError
+from bench.paths import check_output_file
 from reports import figures
 from reports.bd import bd_rows, choose_anchor
 from reports.gallery import build_galleries
@@ -58,6 +59,7 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR) -
     out = Path(out) if out is not None else results / "report.html"
     if not store.jobs_dir(results).is_dir() and not store.failed_dir(results).is_dir():
         raise BenchError(f"no results in '{results}': run `bench run --results {results}` first")
+    check_output_file(out, "--out")
     loaded = store.load_results(results)
     finished, failed = loaded.finished, loaded.failed
 
@@ -110,10 +112,15 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR) -
         "provenance": provenance_summary(finished + failed),
         "budgets": budget_rows(finished + failed),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(context), encoding="utf-8")
-    (out.parent / "summary.md").write_text(summary_markdown(context), encoding="utf-8")
-    write_points_csv(out.parent / "points.csv", points)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_html(context), encoding="utf-8")
+        (out.parent / "summary.md").write_text(summary_markdown(context), encoding="utf-8")
+        write_points_csv(out.parent / "points.csv", points)
+    except OSError as exc:
+        raise BenchError(
+            f"cannot write the report to {out}: {exc.strerror or exc}; choose another --out"
+        ) from None
     return out
 
 

@@ -90,13 +90,13 @@ def test_unknown_parameter_lists_the_methods_parameters(capsys: pytest.CaptureFi
     assert "its parameters are crf, preset, gop" in capsys.readouterr().err
 
 
-def test_default_jobs_keep_their_keys_and_parameters_change_them(
+def test_a_default_valued_spec_is_the_default_job_and_parameters_change_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The keys of today's records (committed before grids existed) are what a default run plans now."""
-    out = dry_run(["--methods", "x264,nerv-dense,nerv-dense[lr=0.01]", *SMOKE], capsys, tmp_path)
-    assert "x264-19414d368e6f1fed" in out and "nerv-dense-d6a403d96d9b06d8" in out
-    assert out.count("nerv-dense-") == 2 and "nerv-dense[lr=0.01] on bunny" in out
+    plain = dry_run(["--methods", "nerv-dense", *SMOKE], capsys, tmp_path).split()[0]
+    same = dry_run(["--methods", "nerv-dense[lr=none,loss=mse]", *SMOKE], capsys, tmp_path).split()[0]
+    other = dry_run(["--methods", "nerv-dense[lr=0.01]", *SMOKE], capsys, tmp_path)
+    assert plain == same and plain not in other and "nerv-dense[lr=0.01] on bunny" in other
 
 
 # --- budget overrides ------------------------------------------------------------------------------------------
@@ -251,11 +251,15 @@ def test_a_record_that_is_not_what_it_claims_is_rejected_never_merged(
     assert main(["report", "--results", str(results)]) == 0
     summary = (results / "summary.md").read_text()
     assert "| rejected |" in summary and "contradicts its identity" in summary
-    # a rerun moves the unverifiable job aside and redoes it
-    capsys.readouterr()
-    assert main(["run", "--methods", "x264", *SMOKE, "--results", str(results)]) == 0
-    assert [r.method for r in store.load_results(results).finished] == ["x264"]
-    assert len(list((results / "rejected").iterdir())) == 1
+    # a rerun moves an unverifiable job of its own aside and redoes it
+    fresh = tmp_path / "fresh"
+    assert main(["run", "--methods", "x264", *SMOKE, "--results", str(fresh)]) == 0
+    (job,) = store.jobs_dir(fresh).iterdir()
+    (job / store.STREAM).write_bytes(b"swapped")
+    assert store.load_results(fresh).finished == []
+    assert main(["run", "--methods", "x264", *SMOKE, "--results", str(fresh)]) == 0
+    assert [r.method for r in store.load_results(fresh).finished] == ["x264"]
+    assert len(list((fresh / "rejected").iterdir())) == 1
 
 
 def test_record_types_are_checked_on_read(tmp_path: Path) -> None:

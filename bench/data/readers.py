@@ -135,9 +135,10 @@ class ImageReader(FrameReader):
                     mode = image.mode
             except (OSError, SyntaxError) as exc:
                 raise DataError(f"{file}: cannot be read as an image ({exc})") from None
-            if mode not in _IMAGE_MODES:
+            if mode not in _IMAGE_MODES or _png_bit_depth(file) not in (None, 1, 2, 4, 8):
                 raise DataError(
-                    f"{file}: image mode '{mode}' is not 8 bits a channel; convert it to 8-bit RGB"
+                    f"{file}: image is not 8 bits a channel (mode '{mode}', {_png_bit_depth(file) or '?'}-bit); "
+                    "this suite codes 8-bit RGB video: convert it to 8-bit RGB"
                 )
             if sizes[-1] != sizes[0]:
                 raise DataError(
@@ -154,6 +155,13 @@ class ImageReader(FrameReader):
         for slot, i in enumerate(frames):
             try:
                 with Image.open(self.files[i]) as image:
+                    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                        alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+                        if (alpha < 255).any():
+                            raise DataError(
+                                f"{self.files[i]}: has transparent pixels, which RGB video cannot hold; "
+                                "flatten it onto a background first"
+                            )
                     out[slot] = np.asarray(image.convert("RGB"))
             except OSError as exc:
                 raise DataError(f"{self.files[i]}: cannot be decoded as an image ({exc})") from None
@@ -187,6 +195,18 @@ def open_reader(path: Path, size: tuple[int, int] | None = None, colour: str = D
         f"{path}: not a video, image or raw .yuv file (suffix '{suffix}'); accepted: a folder of images, "
         f"{', '.join(VIDEO_SUFFIXES + IMAGE_SUFFIXES + YUV_SUFFIXES)}"
     )
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """Bits a channel of a PNG file, from its header (Pillow reads 16-bit RGB as 8-bit RGB, silently)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24]
 
 
 def _natural_key(path: Path) -> list[int | str]:

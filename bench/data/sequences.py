@@ -48,6 +48,7 @@ class Sequence:
         self.dataset = dataset  # the manifest's dataset; None for a path
         self._reader = reader
         self._checksum = checksum
+        self._digests: dict[tuple[int, int, int], str] = {}
 
     def __repr__(self) -> str:
         return (
@@ -85,6 +86,19 @@ class Sequence:
     def read(self, start: int = 0, count: int | None = None, step: int = 1) -> np.ndarray:
         """uint8 RGB frames (T, H, W, 3); only the frames asked for are read."""
         return self._reader.read(self.frame_range(start, count, step))
+
+    def frames_digest(self, frames: range, chunk: int = 32) -> str:
+        """sha256 of the decoded RGB frames in `frames` (and their geometry): what a job's result depends on,
+        whatever the file is called or holds besides. Read in chunks, so long clips need little memory."""
+        key = (frames.start, frames.stop, frames.step)
+        if key not in self._digests:
+            digest = hashlib.sha256(f"{self.width}x{self.height}x{len(frames)}".encode())
+            for first in range(0, len(frames), chunk):
+                digest.update(
+                    np.ascontiguousarray(self._reader.read(frames[first : first + chunk])).tobytes()
+                )
+            self._digests[key] = digest.hexdigest()
+        return self._digests[key]
 
 
 def load_sequence(
