@@ -19,6 +19,7 @@ from bench.errors import BenchError
 from bench.paths import check_output_file
 from reports import figures
 from reports.bd import bd_rows, choose_anchor
+from reports.convergence import convergence, convergence_views
 from reports.gallery import build_galleries
 from reports.points import fold_points
 from reports.tables import (
@@ -65,6 +66,10 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR) -
 
     published = load_published()
     points = fold_points(finished)
+    marks = convergence(points)
+    for p in points:
+        if id(p) in marks:
+            p.convergence = marks[id(p)].text()
     views = build_views(points, published["uvg_sequences"])
     methods = figures.method_order(p.method for p in points)
     styles = figures.method_styles(methods)
@@ -108,6 +113,7 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR) -
         "columns": visible_columns(points),
         "rows": table_rows(points, visible_columns(points)),
         "galleries": build_galleries(points),
+        "convergence_views": convergence_views(points, styles),
         "failures": failure_rows(failed, loaded.rejected),
         "provenance": provenance_summary(finished + failed),
         "budgets": budget_rows(finished + failed),

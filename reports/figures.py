@@ -42,10 +42,15 @@ class Style:
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
-    """The study's methods first, in a fixed order, then any other method alphabetically."""
-    names = set(methods)
-    known = [m for m in _KNOWN_STYLES if m in names]
-    return known + sorted(names - set(known))
+    """The study's methods first, in a fixed order, each followed by its variants (`name[...]`), then any
+    other method alphabetically."""
+    known = list(_KNOWN_STYLES)
+
+    def key(label: str) -> tuple[int, str]:
+        base = label.split("[", 1)[0]
+        return (known.index(base) if base in known else len(known), label)
+
+    return sorted(set(methods), key=key)
 
 
 def method_styles(methods: Iterable[str]) -> dict[str, Style]:
@@ -202,6 +207,61 @@ def _legend_entries(axes, order: Sequence[str]) -> tuple[list, list[str]]:
             seen.setdefault(label, handle)
     labels = [label for label in order if label in seen]
     return [seen[label] for label in labels], labels
+
+
+@dataclass
+class TrainingSeries:
+    """A method's PSNR against training epochs and seconds (separate runs, or one run's in-run curve)."""
+
+    label: str
+    style: Style
+    epochs: list[int]
+    seconds: list[float | None]
+    psnr: list[float]
+
+
+def training_figure(runs: Sequence[TrainingSeries], curves: Sequence[TrainingSeries] = ()) -> str:
+    """SVG of two panels, PSNR vs epochs and vs training seconds (log x): markers for separate runs,
+    thin lines for in-run curves."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "nerv-bench", "font.size": 10}):
+        fig = Figure(figsize=(7.8, 3.1))
+        axes = fig.subplots(1, 2, squeeze=False)[0]
+        for ax, axis in zip(axes, ("epochs", "seconds"), strict=True):
+            for c in curves:
+                pairs = [
+                    (x, y) for x, y in zip(getattr(c, axis), c.psnr, strict=False) if x and y is not None
+                ]
+                if pairs:
+                    ax.plot(*zip(*pairs, strict=True), color=c.style.colour, linewidth=1.0, alpha=0.6)
+            for r in runs:
+                pairs = [
+                    (x, y) for x, y in zip(getattr(r, axis), r.psnr, strict=False) if x and y is not None
+                ]
+                if pairs:
+                    ax.plot(
+                        *zip(*pairs, strict=True),
+                        color=r.style.colour,
+                        marker=r.style.marker,
+                        linewidth=1.6,
+                        markersize=6,
+                        label=r.label,
+                    )
+            ax.set_xscale("log")
+            ax.set_xlabel("training epochs" if axis == "epochs" else "training seconds")
+            ax.set_ylabel("PSNR (dB) ↑")
+            ax.grid(True, which="major", color="#dddddd", linewidth=0.8)
+            for side in ("top", "right"):
+                ax.spines[side].set_visible(False)
+        handles, labels = _legend_entries(axes, [r.label for r in runs])
+        if handles:
+            fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, ncol=4)
+        fig.subplots_adjust(wspace=0.3)
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    return buffer.getvalue()
 
 
 def svg_data_uri(svg: str) -> str:

@@ -55,6 +55,7 @@ COLUMNS = (
     Column("encode_s", "encode (s)", ".3g"),
     Column("decode_s", "decode (s)", ".3g"),
     Column("decode_fps", "decode (frames/s)", ".3g", optional=True),
+    Column("convergence", "convergence", None, optional=True),
 )
 
 
@@ -71,6 +72,7 @@ class Point:
     mean: dict[str, float | None]
     std: dict[str, float | None]
     records: list[Record] = field(default_factory=list)
+    convergence: str | None = None  # "not converged (+0.8 dB from 120 epochs)", ... (trained points only)
 
     @property
     def frames_budget(self) -> str:
@@ -83,6 +85,10 @@ class Point:
         if key in FIELDS:
             return self.mean.get(key)
         return getattr(self, key)
+
+    def has(self, key: str) -> bool:
+        """Whether this point has a value for a column (optional columns are dropped when none has)."""
+        return (self.mean.get(key) if key in FIELDS else getattr(self, key, None)) is not None
 
 
 def _first_stat(stats: dict[str, Any], keys: Sequence[str]) -> float | None:

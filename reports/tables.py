@@ -15,7 +15,7 @@ from reports.views import View
 
 
 def visible_columns(points: Sequence[Point]) -> list[Column]:
-    return [c for c in COLUMNS if not c.optional or any(p.mean.get(c.key) is not None for p in points)]
+    return [c for c in COLUMNS if not c.optional or any(p.has(c.key) for p in points)]
 
 
 def format_value(value: Any, spec: str | None, std: float | None = None) -> str:

@@ -240,6 +240,19 @@ def caption_for(view: View, overlay_notes: list[str]) -> list[str]:
         describe_protocol(view.protocol, view.budget, has_codecs),
         spread,
     ]
+    unconverged = sorted({p.method for p in view.points if p.convergence and p.convergence.startswith("not")})
+    if unconverged:
+        lines.append(
+            f"Not converged: {', '.join(unconverged)} (the last doubling of epochs gained more than 0.25 dB at "
+            "some rate; see the convergence figures)."
+        )
+    elif view.protocol == "epochs" and any(
+        p.convergence and p.convergence.startswith("unknown") for p in view.points
+    ):
+        lines.append(
+            "Convergence not measured here: no run at half the epochs (an epochs grid, e.g. --epochs 30,60, "
+            "measures it); these networks may be far from fitted."
+        )
     notes = metric_notes(r for p in view.points for r in p.records)
     if notes:
         lines.append("Metrics: " + "; ".join(f"{name}: {text}" for name, text in notes.items()) + ".")

@@ -1,0 +1,150 @@
+"""How far each trained method trained: convergence marks from an epochs grid, and PSNR-vs-training figures.
+
+A point part-way through a cosine schedule is not a shorter run (its learning rate is still high), so a
+point is judged against a *separate run* at half its epochs (an epochs grid, `--epochs 60,120,240`): it is
+"not converged" when that last doubling gained more than `GAIN_DB`. Without such a run its status is
+"unknown". The in-run curves (training-set PSNR at log-spaced epochs, recorded by the training loop) show
+the shape of each run beside the separate runs' decoded PSNR.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from reports import figures
+from reports.points import Point
+
+GAIN_DB = 0.25  # a doubling of epochs that gains more than this leaves the point "not converged"
+
+
+@dataclass(frozen=True)
+class Convergence:
+    status: str  # "converged", "not converged" or "unknown"
+    gain: float | None = None  # decoded PSNR gained by the last doubling of epochs
+    half_epochs: int | None = None
+
+    def text(self) -> str:
+        if self.status == "unknown":
+            return "unknown (no run at half the epochs)"
+        return f"{self.status} ({self.gain:+.2f} dB from {self.half_epochs} epochs)"
+
+
+def _epochs(point: Point) -> int | None:
+    value = point.records[0].budget.get("epochs") if point.records else None
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def _family(point: Point) -> tuple:
+    """What a point shares with its runs at other epochs: everything but the epochs."""
+    record = point.records[0]
+    others = {k: v for k, v in record.budget_overrides.items() if k != "epochs"}
+    return (
+        point.method,
+        point.sequence,
+        point.match,
+        point.target_bpp,
+        record.budget_name,
+        repr(sorted(others.items())),
+    )
+
+
+def convergence(points: Sequence[Point]) -> dict[int, Convergence]:
+    """id(point) -> its convergence status, for every trained point matched by epochs."""
+    families: dict[tuple, dict[int, Point]] = defaultdict(dict)
+    for p in points:
+        epochs = _epochs(p)
+        if p.match == "epochs" and epochs and p.records:
+            families[_family(p)][epochs] = p
+    marks: dict[int, Convergence] = {}
+    for members in families.values():
+        for epochs, p in members.items():
+            half = members.get(epochs // 2) if epochs % 2 == 0 else None
+            if half is None or p.mean.get("psnr") is None or half.mean.get("psnr") is None:
+                marks[id(p)] = Convergence("unknown")
+                continue
+            gain = p.mean["psnr"] - half.mean["psnr"]
+            marks[id(p)] = Convergence("not converged" if gain > GAIN_DB else "converged", gain, epochs // 2)
+    return marks
+
+
+@dataclass
+class ConvergenceView:
+    """One sequence and rate: decoded PSNR of separate runs against epochs and seconds, per trained method."""
+
+    id: str
+    title: str
+    figure: str
+    caption: list[str] = field(default_factory=list)
+
+
+def convergence_views(
+    points: Sequence[Point], styles: dict[str, figures.Style], start: int = 0
+) -> list[ConvergenceView]:
+    """A figure per (sequence, target) that has trained points: an epochs ladder and/or in-run curves."""
+    groups: dict[tuple[str, float], list[Point]] = defaultdict(list)
+    for p in points:
+        if p.match == "epochs" and p.records:
+            groups[(p.sequence, p.target_bpp)].append(p)
+    marks = convergence(points)
+    views = []
+    for (sequence, target), members in sorted(groups.items()):
+        runs, curves = [], []
+        for label in figures.method_order({p.method for p in members}):
+            mine = sorted((p for p in members if p.method == label), key=lambda p: _epochs(p) or 0)
+            ladder = [(p, _epochs(p)) for p in mine if _epochs(p) and p.mean.get("psnr") is not None]
+            runs.append(
+                figures.TrainingSeries(
+                    label,
+                    styles[label],
+                    epochs=[e for _, e in ladder],
+                    seconds=[_train_seconds(p) for p, _ in ladder],
+                    psnr=[p.mean["psnr"] for p, _ in ladder],
+                )
+            )
+            longest = mine[-1].records[0].stats.get("curve") if mine else None
+            if isinstance(longest, dict) and longest.get("epochs"):
+                curves.append(
+                    figures.TrainingSeries(
+                        label,
+                        styles[label],
+                        epochs=list(longest["epochs"]),
+                        seconds=list(longest.get("seconds") or []),
+                        psnr=list(longest.get("train_psnr") or []),
+                    )
+                )
+        if not any(len(r.epochs) > 1 for r in runs) and not curves:
+            continue
+        unconverged = sorted(
+            {p.method for p in members if marks.get(id(p), Convergence("unknown")).status == "not converged"}
+        )
+        unknown = sorted(
+            {p.method for p in members if marks.get(id(p), Convergence("unknown")).status == "unknown"}
+        )
+        caption = [
+            "Markers: decoded PSNR of separate runs at each epoch count (an epochs grid); thin lines: the "
+            "training-set PSNR inside the longest run, as it trained (not a shorter run: its learning rate "
+            "had not yet decayed)."
+        ]
+        if unconverged:
+            caption.append(
+                f"Not converged (the last doubling of epochs gained more than {GAIN_DB} dB): {', '.join(unconverged)}."
+            )
+        if unknown:
+            caption.append(f"Convergence unknown (no run at half the epochs): {', '.join(unknown)}.")
+        views.append(
+            ConvergenceView(
+                f"convergence-{start + len(views)}",
+                f"{sequence} · {target:g} bpp",
+                figures.svg_data_uri(figures.training_figure(runs, curves)),
+                caption,
+            )
+        )
+    return views
+
+
+def _train_seconds(point: Point) -> float | None:
+    values = [r.stats.get("train_seconds") for r in point.records]
+    numbers = [float(v) for v in values if isinstance(v, (int, float))]
+    return sum(numbers) / len(numbers) if numbers else None

@@ -1,0 +1,63 @@
+"""Convergence marks come from separate runs at half the epochs, and the report draws and states them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from record_factory import make_record
+
+from bench import store
+from bench.budgets import get_budget
+from reports.build import build_report
+
+
+def _run(results: Path, epochs: int, psnr: float, target: float = 0.5, curve: bool = False) -> None:
+    budget = {**get_budget("smoke").to_dict(), "epochs": epochs}
+    stats = {"train_seconds": epochs * 0.1}
+    if curve:
+        stats["curve"] = {
+            "epochs": [1, 2, 5, 10, epochs],
+            "seconds": [0.1, 0.2, 0.5, 1.0, epochs * 0.1],
+            "train_psnr": [10.0, 12.0, 15.0, 18.0, psnr],
+        }
+    record = make_record(
+        method="nerv-dense",
+        target_bpp=target,
+        match="epochs",
+        status="ok",
+        budget=budget,
+        budget_overrides={"epochs": epochs} if epochs != get_budget("smoke").epochs else {},
+        sequence={"name": "bunny", "width": 128, "height": 72, "num_frames": 4},
+        bytes=10,
+        bpp=target,
+        metrics={"mean": {"psnr": psnr}},
+        stats=stats,
+        identity={"epochs": epochs},
+    )
+    store.write_result(results, record.key, record, b"x" * 10)
+
+
+def test_a_doubling_that_still_gains_is_not_converged(tmp_path: Path) -> None:
+    results = tmp_path / "res"
+    for epochs, psnr in ((10, 20.0), (20, 22.0), (40, 22.1)):
+        _run(results, epochs, psnr, curve=epochs == 40)
+    build_report(results)
+    summary = (results / "summary.md").read_text()
+    assert "| smoke[epochs=10] | epochs | 0 | 0.5 |" in summary
+    rows = {line.split(" | ")[2]: line for line in summary.splitlines() if line.startswith("| nerv-dense")}
+    assert "unknown (no run at half the epochs)" in rows["smoke[epochs=10]"]
+    assert "not converged (+2.00 dB from 10 epochs)" in rows["smoke[epochs=20]"]
+    assert "converged (+0.10 dB from 20 epochs)" in rows["smoke[epochs=40]"]
+    html = (results / "report.html").read_text()
+    assert (
+        'id="convergence-0"' in html
+        and "Not converged (the last doubling of epochs gained more than 0.25 dB)" in html
+    )
+
+
+def test_without_an_epochs_ladder_the_caption_says_convergence_is_unmeasured(tmp_path: Path) -> None:
+    results = tmp_path / "res"
+    for target in (0.3, 0.5):
+        _run(results, 80, 20.0 + target, target=target)
+    html = build_report(results).read_text()
+    assert "Convergence not measured here: no run at half the epochs" in html
