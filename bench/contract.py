@@ -104,10 +104,21 @@ class Method(ABC):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        """None when the method can run here, otherwise why not (a missing module, say)."""
-        for module in cls.requires:
-            if importlib.util.find_spec(module) is None:
-                return f"needs the Python module '{module}' (pip install {module})"
+        """None when the method can run here, otherwise why not (a missing module, say).
+
+        An entry of `requires` is a Python module name, or `KIND:NAME` for a component of an ffmpeg build:
+        `ffmpeg-encoder:libvvenc` (the suite's ffmpeg binary has this encoder), `ffmpeg-filter:NAME`, or
+        `av-codec:NAME` (PyAV's own ffmpeg has this codec); see `bench.tools`.
+        """
+        for entry in cls.requires:
+            if ":" in entry:
+                from bench import tools
+
+                reason = tools.missing(entry)
+                if reason is not None:
+                    return reason
+            elif importlib.util.find_spec(entry) is None:
+                return f"needs the Python module '{entry}' (pip install {entry})"
         return None
 
     def __init__(self, config: Any | None = None) -> None:
