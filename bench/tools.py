@@ -55,8 +55,17 @@ def ffmpeg_exe(error: type[BenchError] = ToolError) -> str:
         ) from None
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+_TAG = re.compile(r"^(\[[^\]]*\]\s*)+")  # ffmpeg's "[component @ 0x...] " prefixes
+_TROUBLE = ("error", "invalid", "unrecognized", "unknown", "not found", "failed", "cannot")
+
+
+def trouble_line(text: str) -> str:
+    """The line of an ffmpeg log that says what went wrong: the first error-like one, else the last line."""
+    lines = [_TAG.sub("", line).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and line != "Conversion failed!"]
+    for line in lines:
+        if any(word in line.lower() for word in _TROUBLE):
+            return line[:200]
     return lines[-1][:200] if lines else "no message"
 
 
@@ -66,6 +75,7 @@ def run(
     timeout_s: float = PROBE_TIMEOUT_S,
     error: type[BenchError] = ToolError,
     what: str = "ffmpeg",
+    cwd: str | None = None,
 ) -> tuple[bytes, str]:
     """Run the binary with `args`, feeding `chunks` to its stdin; return (stdout, stderr).
 
@@ -79,6 +89,7 @@ def run(
             stdin=subprocess.PIPE if chunks is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            cwd=cwd,
         )
     except OSError as exc:
         raise error(f"cannot start {exe} ({exc.strerror}); {INSTALL_HINT} or fix {ENV_FFMPEG}") from None
@@ -119,7 +130,7 @@ def run(
             thread.join(5)
     stderr = b"".join(err).decode("utf-8", "replace")
     if proc.returncode != 0:
-        raise error(f"{what} failed (exit {proc.returncode}): {_last_line(stderr)}")
+        raise error(f"{what} failed (exit {proc.returncode}): {trouble_line(stderr)}")
     return b"".join(out), stderr
 
 

@@ -21,7 +21,7 @@ from methods.vvc import BUDGET_PRESETS, ENCODER, PRESETS, QP_SPACE, vvenc
 @dataclass(frozen=True)
 class StillFrameConfig:
     qp: int = (
-        32  # VVC intra quantisation parameter (0-63); `plan` replaces it by the one that hits the target
+        32  # VVC intra quantisation parameter (5-63); `plan` replaces it by the one that hits the target
     )
     preset: str | None = (
         None  # VVenC preset (faster, fast, medium, slow, slower); None = the budget's, mapped

@@ -33,7 +33,8 @@ BUDGET_PRESETS = {
     "veryslow": "slower",
     "placebo": "slower",
 }
-QP_SPACE = RateSpace(low=0, high=63, start=32, slope=math.log(2) / 6, step=1)
+# VVenC exits with "Generic error in an external library" below QP 5 on small pictures (measured here)
+QP_SPACE = RateSpace(low=5, high=63, start=32, slope=math.log(2) / 6, step=1)
 TIMEOUT_BASE_S = 60.0
 TIMEOUT_PER_PIXEL_S = 1e-4  # ~25x VVenC medium's single-thread time per pixel here
 _VERSION = re.compile(r"libvvenc version: (\S+)")
@@ -53,14 +54,16 @@ def vvenc(
     timeout = TIMEOUT_BASE_S + TIMEOUT_PER_PIXEL_S * pictures.shape[0] * width * height
     video, log = tools.run(args, chunks, timeout_s=timeout, error=EncoderFailed, what=f"{name}: {ENCODER}")
     if not video:
-        raise EncoderFailed(f"{name}: {ENCODER} wrote no stream ({tools._last_line(log)}); check its options")
+        raise EncoderFailed(
+            f"{name}: {ENCODER} wrote no stream ({tools.trouble_line(log)}); check its options"
+        )
     found = _VERSION.search(log)
     return video, f"VVenC {found.group(1) if found else 'unknown'} (ffmpeg {tools.version()})"
 
 
 @dataclass(frozen=True)
 class VVCConfig:
-    qp: int = 32  # quantisation parameter (0-63); `plan` replaces it by the one that hits the target
+    qp: int = 32  # quantisation parameter (5-63); `plan` replaces it by the one that hits the target
     preset: str | None = (
         None  # VVenC preset (faster, fast, medium, slow, slower); None = the budget's, mapped
     )
