@@ -18,10 +18,8 @@ from methods.classical import PyAVCodec, RateSpace
 
 @dataclass(frozen=True)
 class AV1Config:
-    crf: int = 35  # SVT-AV1 constant rate factor (1-63); `plan` replaces it by the one that hits the target
-    preset: str | None = (
-        None  # SVT-AV1 preset "0" (slowest) to "13"; None = the budget's codec_preset, mapped
-    )
+    crf: int = 35  # SVT-AV1 constant rate factor (1-63); `plan` sets the one that hits the target
+    preset: str | None = None  # SVT-AV1 preset "0" (slowest) to "13"; None = the budget's, mapped
     gop: int = 0  # keyframe interval in frames; 0 = SVT-AV1's default
 
 

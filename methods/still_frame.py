@@ -20,12 +20,8 @@ from methods.vvc import BUDGET_PRESETS, ENCODER, PRESETS, QP_SPACE, vvenc
 
 @dataclass(frozen=True)
 class StillFrameConfig:
-    qp: int = (
-        32  # VVC intra quantisation parameter (5-63); `plan` replaces it by the one that hits the target
-    )
-    preset: str | None = (
-        None  # VVenC preset (faster, fast, medium, slow, slower); None = the budget's, mapped
-    )
+    qp: int = 32  # VVC intra quantisation parameter (5-63); `plan` sets the one that hits the target
+    preset: str | None = None  # VVenC preset (faster ... slower); None = the budget's, mapped
     qpa: bool = False  # perceptual QP adaptation; off codes for PSNR
     threads: int = 1  # encoder threads; the stream is the same for any count
 
