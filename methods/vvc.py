@@ -65,7 +65,7 @@ def vvenc(
 class VVCConfig:
     qp: int = 32  # quantisation parameter (5-63); `plan` replaces it by the one that hits the target
     preset: str | None = None  # VVenC preset (faster ... slower); None = the budget's, mapped
-    gop: int = 32  # random-access GOP length in pictures (VVenC's default; 16 or 32)
+    gop: int = 32  # random-access GOP length in pictures (VVenC's default; 8, 16 or 32)
     intra_period_s: int = 1  # seconds between intra pictures (VVenC's default), in whole GOPs
     qpa: bool = False  # perceptual QP adaptation; off codes for PSNR, as the JVET test conditions do
     threads: int = 1  # encoder threads; the stream is the same for any count
