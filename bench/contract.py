@@ -104,9 +104,14 @@ class Method(ABC):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        """None when the method can run here, otherwise why not (a missing module, say)."""
-        for requirement in cls.requires:
-            reason = missing_requirement(requirement)
+        """None when the method can run here, otherwise why not (a missing module, say).
+
+        An entry of `requires` is a Python module name, or `KIND:NAME` for a component of an ffmpeg build:
+        `ffmpeg-encoder:libvvenc` (the suite's ffmpeg binary has this encoder), `ffmpeg-filter:NAME`, or
+        `av-codec:NAME` (PyAV's own ffmpeg has this codec); see `bench.tools`.
+        """
+        for entry in cls.requires:
+            reason = missing_requirement(entry)
             if reason is not None:
                 return reason
         return None
@@ -142,7 +147,12 @@ class Method(ABC):
 
 
 def missing_requirement(requirement: str) -> str | None:
-    """Why one entry of a method's `requires` is not met here (None when it is): a Python module name."""
+    """Why one entry of a method's `requires` is not met here (None when it is): a Python module name, or
+    `KIND:NAME` for a component of an ffmpeg build (checked by `bench.tools`)."""
+    if ":" in requirement:
+        from bench import tools
+
+        return tools.missing(requirement)
     if importlib.util.find_spec(requirement) is None:
         return f"needs the Python module '{requirement}' (pip install {requirement})"
     return None

@@ -17,13 +17,30 @@ shape. Values are per frame; a clip's figure is the mean of its frames (as NeRV 
   the 4th decimal of published figures.
 - LPIPS (AlexNet, v0.1): see `bench.lpips_alex`; reported as unavailable, with the reason, when its
   weight files are absent.
+- Sequence PSNR (`psnr-seq`): PSNR of the clip's mean RGB MSE, beside the mean of per-frame PSNRs.
+- YUV 4:2:0 PSNR (`psnr-y`, `psnr-u`, `psnr-v`, and `psnr-yuv` = (6 Y + U + V) / 8, as the MPEG test
+  conditions weight them): on the planes ffmpeg's scaler makes of the RGB frames (BT.601, limited range,
+  the conversion a codec's input gets). The clip figure of each plane is the PSNR of its mean MSE, as
+  ffmpeg's psnr filter reports it; the per-frame values are each frame's own.
+- VMAF (`vmaf`, model vmaf_v0.6.1 built into libvmaf) and XPSNR (`xpsnr`, luma; chroma in its note) by
+  the libvmaf and xpsnr filters of the suite's ffmpeg binary (`bench.tools`), in one run on the same
+  planes. VMAF's clip figure is the mean of its frames; XPSNR's is the filter's own clip figure. Without
+  the binary or the filter they are recorded as unavailable, with the reason.
+
+For these clip-level metrics `Scores.mean` holds the clip figure, which is not the mean of `per_frame`.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import os
+import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -44,11 +61,16 @@ __all__ = [
     "mse",
     "psnr",
     "score",
+    "yuv_plane_psnr",
 ]
 
-METRICS_VERSION = "1"
-METRIC_NAMES = ("psnr", "ms-ssim", "flip", "lpips")
-DEFAULT_METRICS = ("psnr", "ms-ssim", "flip")
+METRICS_VERSION = "2"
+YUV_PSNR_NAMES = ("psnr-y", "psnr-u", "psnr-v", "psnr-yuv")
+FFMPEG_METRICS = ("vmaf", "xpsnr")
+METRIC_NAMES = ("psnr", "psnr-seq", *YUV_PSNR_NAMES, "ms-ssim", "flip", "lpips", *FFMPEG_METRICS)
+DEFAULT_METRICS = ("psnr", "psnr-seq", *YUV_PSNR_NAMES, "ms-ssim", "flip", *FFMPEG_METRICS)
+VMAF_MODEL = "vmaf_v0.6.1"
+YUV_WEIGHTS = (6, 1, 1)  # Y, U, V: the MPEG / JVET weighting of PSNR-YUV
 PSNR_CAP_DB = 100.0
 MS_SSIM_WIN = 11
 MS_SSIM_MIN_WIN = 3
@@ -258,14 +280,19 @@ class Scores:
 
 
 def _metric_names(metrics: Sequence[str] | str) -> list[str]:
+    """Canonical metric names from a list or a comma-separated string; "all" means every metric."""
     names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    if [n.strip().lower() for n in names] == ["all"]:
+        return list(METRIC_NAMES)
     out = []
     for raw in names:
         name = raw.strip().lower().replace("_", "-")
         if name not in METRIC_NAMES:
             close = difflib.get_close_matches(name, METRIC_NAMES, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise MetricError(f"unknown metric {raw.strip()!r}; {hint}choose from {', '.join(METRIC_NAMES)}")
+            raise MetricError(
+                f"unknown metric {raw.strip()!r}; {hint}choose from {', '.join(METRIC_NAMES)} (or all)"
+            )
         if name not in out:
             out.append(name)
     if not out:
@@ -282,20 +309,22 @@ def score(
 ) -> Scores:
     """Score a decode against its source. Metrics that cannot run here are left out, with the reason in notes.
 
-    Only MS-SSIM (frames too small) and LPIPS (no weights, frames too small) can be unavailable; bad inputs
-    or a bad frame subset raise MetricError.
+    MS-SSIM (frames too small), LPIPS (no weights, frames too small), the YUV metrics (odd frame sizes) and
+    VMAF / XPSNR (no ffmpeg binary with the filter) can be unavailable; bad inputs or a bad frame subset
+    raise MetricError.
     """
     ref, test = check_pair(ref, test)
     names = _metric_names(metrics)
+    inputs = _Inputs(ref, test, device, flip_frames, tuple(n for n in names if n in FFMPEG_METRICS))
     out = Scores()
     for name in names:
         try:
-            values, note = _SCORERS[name](ref, test, device, flip_frames)
+            values, note, clip = _SCORERS[name](inputs)
         except _Unavailable as exc:
             out.notes[name] = f"unavailable: {exc}"
             continue
         out.per_frame[name] = values.tolist()
-        out.mean[name] = float(values.mean())
+        out.mean[name] = float(values.mean()) if clip is None else float(clip)
         if note:
             out.notes[name] = note
         if name == "flip" and flip_frames is not None:
@@ -307,55 +336,275 @@ class _Unavailable(Exception):
     """A metric that cannot run on these inputs or on this machine; `score` records the reason."""
 
 
-def _score_psnr(
-    ref: np.ndarray, test: np.ndarray, device: str, flip_frames: object
-) -> tuple[np.ndarray, str]:
-    raw = psnr(ref, test)
+def _psnr_db(mse_255: np.ndarray | float) -> np.ndarray:
+    """PSNR in dB of 8-bit mean squared errors, capped at PSNR_CAP_DB (identical planes included)."""
+    with np.errstate(divide="ignore"):
+        return np.minimum(10.0 * np.log10(255.0**2 / np.asarray(mse_255, dtype=np.float64)), PSNR_CAP_DB)
+
+
+def yuv_plane_mse(ref: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Per-frame mean squared error of the Y, U and V planes, shape (T, 3), of planar yuv420p clips
+    (T, H * 3 // 2, W) on the 0-255 scale (exact integer sums)."""
+    height = ref.shape[1] * 2 // 3
+    quarter = height // 4  # rows of the packed U (then V) plane
+    bounds = ((0, height), (height, height + quarter), (height + quarter, height + 2 * quarter))
+    out = np.empty((len(ref), 3), np.float64)
+    for t in range(len(ref)):
+        diff = ref[t].astype(np.int32) - test[t].astype(np.int32)
+        for p, (a, b) in enumerate(bounds):
+            plane = diff[a:b]
+            out[t, p] = float(np.einsum("ij,ij->", plane, plane, dtype=np.int64)) / plane.size
+    return out
+
+
+def yuv_plane_psnr(ref: np.ndarray, test: np.ndarray) -> dict[str, tuple[np.ndarray, float]]:
+    """`psnr-y`, `psnr-u`, `psnr-v`, `psnr-yuv` of planar yuv420p clips: (per-frame values, clip figure).
+
+    A plane's clip figure is the PSNR of its mean MSE over the clip (ffmpeg's psnr filter); `psnr-yuv`
+    weights the plane figures 6:1:1, per frame and for the clip.
+    """
+    mse = yuv_plane_mse(ref, test)
+    per_frame = _psnr_db(mse)
+    clip = _psnr_db(mse.mean(axis=0))
+    weights = np.array(YUV_WEIGHTS, np.float64) / sum(YUV_WEIGHTS)
+    out = {name: (per_frame[:, p], float(clip[p])) for p, name in enumerate(YUV_PSNR_NAMES[:3])}
+    out["psnr-yuv"] = (per_frame @ weights, float(clip @ weights))
+    return out
+
+
+@dataclass
+class _Inputs:
+    """One scoring call's inputs, with the work metrics share (the YUV planes, the ffmpeg run) done once."""
+
+    ref: np.ndarray
+    test: np.ndarray
+    device: str
+    flip_frames: Sequence[int] | None
+    ffmpeg_metrics: tuple[str, ...]  # the ffmpeg-computed metrics asked for: all run in one process
+
+    @cached_property
+    def rgb_mse(self) -> np.ndarray:
+        return mse(self.ref, self.test)
+
+    @cached_property
+    def planes(self) -> tuple[np.ndarray, np.ndarray]:
+        from bench.data.colour import rgb_to_yuv420p
+        from bench.errors import DataError
+
+        try:
+            return rgb_to_yuv420p(self.ref), rgb_to_yuv420p(self.test)
+        except DataError as exc:
+            raise _Unavailable(f"{exc}; the YUV metrics score 4:2:0 planes") from None
+
+    @cached_property
+    def yuv_psnr(self) -> dict[str, tuple[np.ndarray, float]]:
+        return yuv_plane_psnr(*self.planes)
+
+    @cached_property
+    def ffmpeg(self) -> dict[str, tuple[np.ndarray, float, str]]:
+        runnable = [n for n in self.ffmpeg_metrics if _missing_filter(n) is None]
+        try:
+            return ffmpeg_scores(*self.planes, runnable)
+        except MetricError as exc:
+            raise _Unavailable(str(exc)) from None
+
+
+_FILTERS = {"vmaf": "libvmaf", "xpsnr": "xpsnr"}
+
+
+def _missing_filter(name: str) -> str | None:
+    """Why the ffmpeg filter of metric `name` cannot run here, or None."""
+    from bench import tools
+
+    return tools.missing(f"ffmpeg-filter:{_FILTERS[name]}")
+
+
+_XPSNR_CLIP = re.compile(r"XPSNR\s+y:\s*(\S+)\s+u:\s*(\S+)\s+v:\s*(\S+)")
+_XPSNR_FRAME = re.compile(r"n:\s*(\d+)\s+XPSNR y:\s*(\S+)\s+XPSNR u:\s*(\S+)\s+XPSNR v:\s*(\S+)")
+FFMPEG_TIMEOUT_BASE_S = 60.0
+FFMPEG_TIMEOUT_PER_PIXEL_S = 2e-6  # ~20x libvmaf's time per pixel here
+
+
+def _side_by_side(ref: np.ndarray, test: np.ndarray):
+    """Each frame pair as one yuv420p picture twice as wide, [ref | test], plane by plane (bytes per frame)."""
+    height, width = ref.shape[1] * 2 // 3, ref.shape[2]
+    quarter = height // 4
+    for r, t in zip(ref, test, strict=True):
+        parts = [np.concatenate([r[:height], t[:height]], axis=1)]
+        for a in (height, height + quarter):
+            half = (height // 2, width // 2)
+            parts.append(
+                np.concatenate([r[a : a + quarter].reshape(half), t[a : a + quarter].reshape(half)], axis=1)
+            )
+        yield b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
+
+
+def _db(text: str) -> float:
+    return PSNR_CAP_DB if text.lower() in ("inf", "+inf") else min(float(text), PSNR_CAP_DB)
+
+
+def ffmpeg_scores(
+    ref: np.ndarray, test: np.ndarray, names: Sequence[str] = FFMPEG_METRICS
+) -> dict[str, tuple[np.ndarray, float, str]]:
+    """VMAF and / or XPSNR of planar yuv420p clips by the suite's ffmpeg binary, in one run.
+
+    Returns {name: (per-frame values, clip figure, note)}. The two clips travel side by side in one
+    raw stream on stdin and are cropped apart inside the filter graph (crops are exact), so nothing is
+    written to disk but the filters' own logs.
+    """
+    from bench import tools
+
+    count, height, width = ref.shape[0], ref.shape[1] * 2 // 3, ref.shape[2]
+    wanted = [n for n in FFMPEG_METRICS if n in names]
+    if not wanted:
+        return {}
+    k = len(wanted)
+    graph = [
+        "[0:v]split=2[a][b]",
+        f"[a]crop={width}:{height}:0:0{',split=2' if k == 2 else ''}" + "".join(f"[r{i}]" for i in range(k)),
+        f"[b]crop={width}:{height}:{width}:0{',split=2' if k == 2 else ''}"
+        + "".join(f"[d{i}]" for i in range(k)),
+    ]
+    threads = min(2, os.cpu_count() or 1)
+    for i, name in enumerate(wanted):
+        if name == "vmaf":
+            options = f"model=version={VMAF_MODEL}:n_threads={threads}:log_fmt=json:log_path=vmaf.json"
+            graph.append(f"[d{i}][r{i}]libvmaf={options}[o{i}]")
+        else:
+            graph.append(f"[d{i}][r{i}]xpsnr=stats_file=xpsnr.txt[o{i}]")
+    args = ["-loglevel", "info", "-nostats", "-f", "rawvideo", "-pix_fmt", "yuv420p"]
+    args += ["-s", f"{2 * width}x{height}", "-i", "-", "-filter_complex", ";".join(graph)]
+    for i in range(k):
+        args += ["-map", f"[o{i}]", "-f", "null", "-"]
+    timeout = FFMPEG_TIMEOUT_BASE_S + FFMPEG_TIMEOUT_PER_PIXEL_S * 2 * count * height * width
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as folder:
+        _, log = tools.run(
+            args,
+            _side_by_side(ref, test),
+            timeout_s=timeout,
+            error=MetricError,
+            what="ffmpeg (VMAF / XPSNR)",
+            cwd=folder,
+        )
+        out = {}
+        if "vmaf" in wanted:
+            out["vmaf"] = _read_vmaf(Path(folder) / "vmaf.json", count)
+        if "xpsnr" in wanted:
+            out["xpsnr"] = _read_xpsnr(Path(folder) / "xpsnr.txt", log, count)
+    return out
+
+
+def _read_vmaf(path: Path, count: int) -> tuple[np.ndarray, float, str]:
+    try:
+        log = json.loads(path.read_text())
+        values = np.array([float(f["metrics"]["vmaf"]) for f in log["frames"]], np.float64)
+        version = str(log.get("version", "unknown"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MetricError(
+            f"libvmaf wrote no readable log ({type(exc).__name__}); check the ffmpeg binary"
+        ) from None
+    if len(values) != count:
+        raise MetricError(f"libvmaf scored {len(values)} of {count} frames; check the ffmpeg binary")
+    note = f"libvmaf {version}, model {VMAF_MODEL} (built in; trained for 1080p viewing), on yuv420p BT.601 limited"
+    return values, float(values.mean()), note
+
+
+def _read_xpsnr(path: Path, log: str, count: int) -> tuple[np.ndarray, float, str]:
+    try:
+        frames = [_XPSNR_FRAME.search(line) for line in path.read_text().splitlines()]
+    except OSError:
+        raise MetricError("the xpsnr filter wrote no stats file; check the ffmpeg binary") from None
+    values = np.array([_db(m.group(2)) for m in frames if m], np.float64)
+    clip = _XPSNR_CLIP.search(log)
+    if len(values) != count or clip is None:
+        raise MetricError(f"the xpsnr filter scored {len(values)} of {count} frames; check the ffmpeg binary")
+    y, u, v = (_db(x) for x in clip.groups())
+    note = f"ffmpeg xpsnr filter, luma (chroma: u {u:.4f}, v {v:.4f} dB); clip figure the filter's own"
+    return values, y, note
+
+
+def _score_psnr(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
+    with np.errstate(divide="ignore"):
+        raw = -10.0 * np.log10(inputs.rgb_mse)
     over = int(np.sum(raw > PSNR_CAP_DB))
     if not over:
-        return raw, ""
+        return raw, "", None
     identical = int(np.sum(np.isinf(raw)))
     cap = f"{PSNR_CAP_DB:g} dB"
-    return np.minimum(
-        raw, PSNR_CAP_DB
-    ), f"{over} frame(s) above {cap} ({identical} identical) counted as {cap}"
+    return (
+        np.minimum(raw, PSNR_CAP_DB),
+        f"{over} frame(s) above {cap} ({identical} identical) counted as {cap}",
+        None,
+    )
 
 
-def _score_ms_ssim(
-    ref: np.ndarray, test: np.ndarray, device: str, flip_frames: object
-) -> tuple[np.ndarray, str]:
+def _score_psnr_seq(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
+    errors = inputs.rgb_mse
+    with np.errstate(divide="ignore"):
+        per_frame = np.minimum(-10.0 * np.log10(errors), PSNR_CAP_DB)
+        clip = min(float(-10.0 * np.log10(errors.mean())), PSNR_CAP_DB)
+    return per_frame, "RGB PSNR of the clip's mean MSE; per-frame values are each frame's PSNR", clip
+
+
+def _yuv_scorer(name: str):
+    def scorer(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
+        values, clip = inputs.yuv_psnr[name]
+        weighting = " weighted 6:1:1 (Y:U:V)" if name == "psnr-yuv" else ""
+        note = f"yuv420p BT.601 limited{weighting}; clip figure from the mean MSE (ffmpeg's psnr)"
+        return values, note, clip
+
+    return scorer
+
+
+def _ffmpeg_scorer(name: str):
+    def scorer(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
+        reason = _missing_filter(name)
+        if reason is not None:
+            raise _Unavailable(reason)
+        values, clip, note = inputs.ffmpeg[name]
+        return values, note, clip
+
+    return scorer
+
+
+def _score_ms_ssim(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
+    ref, test = inputs.ref, inputs.test
     try:
         ms_ssim_window(ref.shape[1], ref.shape[2])
     except MetricError as exc:
         raise _Unavailable(str(exc)) from None
-    values, win = ms_ssim(ref, test, device=device)
+    values, win = ms_ssim(ref, test, device=inputs.device)
     if win == MS_SSIM_WIN:
-        return values, f"window {win}"
+        return values, f"window {win}", None
     short = min(ref.shape[1:3])
-    return values, f"window {win} (shorter side {short} px < 161 px needed for window {MS_SSIM_WIN})"
+    return values, f"window {win} (shorter side {short} px < 161 px needed for window {MS_SSIM_WIN})", None
 
 
-def _score_flip(
-    ref: np.ndarray, test: np.ndarray, device: str, flip_frames: Sequence[int] | None
-) -> tuple[np.ndarray, str]:
-    values = flip(ref, test, frames=flip_frames)
+def _score_flip(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
+    values = flip(inputs.ref, inputs.test, frames=inputs.flip_frames)
     note = "LDR-FLIP, 67.02 ppd"
-    if flip_frames is not None:
-        note += f", on {len(values)} of {len(ref)} frames"
-    return values, note
+    if inputs.flip_frames is not None:
+        note += f", on {len(values)} of {len(inputs.ref)} frames"
+    return values, note, None
 
 
-def _score_lpips(
-    ref: np.ndarray, test: np.ndarray, device: str, flip_frames: object
-) -> tuple[np.ndarray, str]:
-    _torch_device(device)  # a wrong device is the caller's error, not an unavailable metric
+def _score_lpips(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
+    _torch_device(inputs.device)  # a wrong device is the caller's error, not an unavailable metric
     reason = lpips_available()
     if reason is not None:
         raise _Unavailable(reason)
     try:
-        return lpips(ref, test, device=device), "AlexNet, v0.1"
+        return lpips(inputs.ref, inputs.test, device=inputs.device), "AlexNet, v0.1", None
     except MetricError as exc:  # unreadable weight files, frames too small
         raise _Unavailable(str(exc)) from None
 
 
-_SCORERS = {"psnr": _score_psnr, "ms-ssim": _score_ms_ssim, "flip": _score_flip, "lpips": _score_lpips}
+_SCORERS = {
+    "psnr": _score_psnr,
+    "psnr-seq": _score_psnr_seq,
+    **{name: _yuv_scorer(name) for name in YUV_PSNR_NAMES},
+    "ms-ssim": _score_ms_ssim,
+    "flip": _score_flip,
+    "lpips": _score_lpips,
+    **{name: _ffmpeg_scorer(name) for name in FFMPEG_METRICS},
+}

@@ -328,11 +328,19 @@ def _direct_metrics(ref: np.ndarray, test: np.ndarray) -> None:
         )
 
 
+PREVIOUS_METRICS = (
+    "psnr",
+    "ms-ssim",
+    "flip",
+)  # the metric set before VMAF, XPSNR and the YUV / sequence PSNRs
+
+
 def perf_metrics(repeats: int = 5) -> dict[str, Any]:
-    """Seconds per frame of PSNR + MS-SSIM + FLIP through `bench.metrics` vs direct library calls."""
+    """Seconds per frame of PSNR + MS-SSIM + FLIP through `bench.metrics` vs direct library calls, and of
+    the whole default metric set (adding the sequence and YUV PSNRs, VMAF and XPSNR) vs that set."""
     from bench.budgets import get_budget
     from bench.data import load_sequence, prepare_clip
-    from bench.metrics import score
+    from bench.metrics import DEFAULT_METRICS, score
 
     clip = prepare_clip(load_sequence("bunny"), get_budget("cpu")).frames
     big = load_sequence("bunny").read(0, 1)
@@ -341,19 +349,40 @@ def perf_metrics(repeats: int = 5) -> dict[str, Any]:
     for name, ref in (("cpu budget 180x320", clip), ("1080p", big)):
         noisy = np.clip(ref.astype(np.int16) + np.random.default_rng(0).integers(-8, 9, ref.shape), 0, 255)
         test = noisy.astype(np.uint8)
-        wrapper, direct = [], []
+        added_names = [m for m in DEFAULT_METRICS if m not in PREVIOUS_METRICS]
+        wrapper, direct, full, added = [], [], [], []
         for _ in range(repeats):
             begin = time.perf_counter()
-            score(ref, test, metrics=("psnr", "ms-ssim", "flip"))
+            score(ref, test, metrics=PREVIOUS_METRICS)
             wrapper.append((time.perf_counter() - begin) / len(ref))
             begin = time.perf_counter()
             _direct_metrics(ref, test)
             direct.append((time.perf_counter() - begin) / len(ref))
-        w, d = min(wrapper), min(direct)
-        result[name] = {"wrapper_s_per_frame": w, "direct_s_per_frame": d, "overhead": w / d, "fps": 1 / w}
+            begin = time.perf_counter()
+            score(ref, test, metrics=DEFAULT_METRICS)
+            full.append((time.perf_counter() - begin) / len(ref))
+            begin = time.perf_counter()
+            score(ref, test, metrics=added_names)
+            added.append((time.perf_counter() - begin) / len(ref))
+        w, d, f, a = min(wrapper), min(direct), min(full), min(added)
+        result[name] = {
+            "wrapper_s_per_frame": w,
+            "direct_s_per_frame": d,
+            "overhead": w / d,
+            "fps": 1 / w,
+            "default_set_s_per_frame": f,
+            "default_set_ratio": f / w,
+            "added_s_per_frame": a,
+            "added_share": a / w,
+        }
         print(
             f"metrics {name}: wrapper {w * 1000:.1f} ms/frame vs direct {d * 1000:.1f} ms/frame "
             f"({w / d:.2f}x), {1 / w:.1f} frames/s scoring a sequence"
+        )
+        print(
+            f"metrics {name}: default set ({len(DEFAULT_METRICS)} metrics, with VMAF, XPSNR, YUV and sequence "
+            f"PSNR) {f * 1000:.1f} ms/frame vs {'+'.join(PREVIOUS_METRICS)} {w * 1000:.1f} ms/frame ({f / w:.2f}x); "
+            f"the added metrics alone {a * 1000:.1f} ms/frame (+{100 * a / w:.0f} %)"
         )
     return result
 

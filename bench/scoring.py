@@ -17,7 +17,7 @@ from bench.errors import MetricError
 from bench.paths import check_output_file
 
 PER_FRAME_ROWS = 10  # print one row per frame up to this many frames, then only the mean
-_DECIMALS = {"psnr": 4, "ms-ssim": 5, "flip": 4, "lpips": 4}
+_DECIMALS = {"ms-ssim": 5}  # decimals printed per metric; 4 for the rest
 
 
 def _read(path: str, size: tuple[int, int] | None) -> np.ndarray:
@@ -35,9 +35,9 @@ def _table(scores: metrics.Scores, frames: int) -> list[str]:
     lines = ["frame  " + "".join(f"{n:>12s}" for n in names)]
     if 1 < frames <= PER_FRAME_ROWS:
         for t in range(frames):
-            cells = "".join(f"{scores.per_frame[n][t]:>12.{_DECIMALS[n]}f}" for n in names)
+            cells = "".join(f"{scores.per_frame[n][t]:>12.{_DECIMALS.get(n, 4)}f}" for n in names)
             lines.append(f"{t:>5d}  {cells}")
-    lines.append("mean   " + "".join(f"{scores.mean[n]:>12.{_DECIMALS[n]}f}" for n in names))
+    lines.append("mean   " + "".join(f"{scores.mean[n]:>12.{_DECIMALS.get(n, 4)}f}" for n in names))
     lines += [f"{name}: {note}" for name, note in scores.notes.items()]
     return lines
 

@@ -14,6 +14,8 @@ from bench.errors import MetricError
 
 CARPHONE_RGB_MEAN_PSNR = 23.0714  # mean of per-frame RGB PSNRs, distorted vs pristine (REFERENCES.md)
 FFMPEG_CARPHONE_Y_PSNR = 24.792713  # `ffmpeg -lavfi psnr` summary, y component (REFERENCES.md)
+# `ffmpeg -i distorted -i pristine -lavfi psnr`: whole-clip mean-MSE PSNR of each plane, and of all samples
+FFMPEG_CARPHONE_YUV = {"y": 24.792713, "u": 36.659514, "v": 36.020387, "average": 26.403764}
 
 
 def _decode(path: Path, fmt: str) -> list[np.ndarray]:
@@ -112,6 +114,75 @@ def test_y_plane_psnr_matches_ffmpeg_psnr_filter(carphone_paths: tuple[Path, Pat
     clip_psnr = float(10 * np.log10(1 / metrics.mse(as_rgb(y_ref), as_rgb(y_test)).mean()))
     assert clip_psnr == pytest.approx(_ffmpeg_psnr_y(distorted, pristine), abs=1e-6)
     assert clip_psnr == pytest.approx(FFMPEG_CARPHONE_Y_PSNR, abs=5e-7)
+
+
+@pytest.fixture(scope="module")
+def carphone_yuv(carphone_paths: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray]:
+    pristine, distorted = carphone_paths
+    return np.stack(_decode(pristine, "yuv420p")), np.stack(_decode(distorted, "yuv420p"))
+
+
+def test_yuv_plane_psnr_matches_ffmpeg_psnr_filter(carphone_yuv: tuple[np.ndarray, np.ndarray]) -> None:
+    pristine, distorted = carphone_yuv
+    out = metrics.yuv_plane_psnr(pristine, distorted)
+    for plane in "yuv":
+        assert out[f"psnr-{plane}"][1] == pytest.approx(FFMPEG_CARPHONE_YUV[plane], abs=1e-4)
+    y, u, v = metrics.yuv_plane_mse(pristine, distorted).mean(axis=0)  # ffmpeg's average: all samples, 4:1:1
+    assert 10 * np.log10(255**2 * 6 / (4 * y + u + v)) == pytest.approx(
+        FFMPEG_CARPHONE_YUV["average"], abs=1e-4
+    )
+    expected = (6 * FFMPEG_CARPHONE_YUV["y"] + FFMPEG_CARPHONE_YUV["u"] + FFMPEG_CARPHONE_YUV["v"]) / 8
+    assert out["psnr-yuv"][1] == pytest.approx(expected, abs=1e-4)
+    per_frame_y = out["psnr-y"][0]
+    assert len(per_frame_y) == 120 and float(np.mean(per_frame_y)) == pytest.approx(24.8030, abs=5e-5)
+
+
+def test_sequence_psnr_beside_the_mean_of_frames(carphone_rgb: tuple[np.ndarray, np.ndarray]) -> None:
+    scores = metrics.score(*carphone_rgb, metrics=["psnr", "psnr-seq"])
+    assert scores.mean["psnr"] == pytest.approx(CARPHONE_RGB_MEAN_PSNR, abs=5e-5)
+    assert scores.mean["psnr-seq"] == pytest.approx(23.0631, abs=5e-5)  # REFERENCES.md: whole-clip RGB PSNR
+    assert scores.per_frame["psnr-seq"] == pytest.approx(scores.per_frame["psnr"], abs=1e-12)
+
+
+def test_yuv_scores_of_rgb_clips_use_the_codecs_conversion(
+    carphone_rgb: tuple[np.ndarray, np.ndarray],
+) -> None:
+    from bench.data.colour import rgb_to_yuv420p
+
+    pristine, distorted = (x[:4] for x in carphone_rgb)
+    scores = metrics.score(pristine, distorted, metrics=[*metrics.YUV_PSNR_NAMES])
+    direct = metrics.yuv_plane_psnr(rgb_to_yuv420p(pristine), rgb_to_yuv420p(distorted))
+    for name in metrics.YUV_PSNR_NAMES:
+        assert scores.mean[name] == direct[name][1] and scores.per_frame[name] == direct[name][0].tolist()
+    same = metrics.score(pristine, pristine, metrics=["psnr-y", "psnr-yuv"])
+    assert same.mean == {"psnr-y": metrics.PSNR_CAP_DB, "psnr-yuv": metrics.PSNR_CAP_DB}
+    odd = metrics.score(pristine[:, :, :175], distorted[:, :, :175], metrics=["psnr-u", "vmaf"])
+    assert not odd.mean and all(
+        odd.notes[n].startswith("unavailable: yuv420p needs even") for n in ("psnr-u", "vmaf")
+    )
+
+
+def test_vmaf_identical_near_100_and_distorted_far_below(carphone_rgb: tuple[np.ndarray, np.ndarray]) -> None:
+    pristine, distorted = (x[:24] for x in carphone_rgb)
+    same = metrics.score(pristine, pristine, metrics=["vmaf", "xpsnr"])
+    worse = metrics.score(pristine, distorted, metrics=["vmaf", "xpsnr"])
+    assert same.mean["vmaf"] > 99.0 and min(same.per_frame["vmaf"]) > 97.0
+    assert worse.mean["vmaf"] < 50.0 and max(worse.per_frame["vmaf"]) < 60.0
+    assert same.mean["xpsnr"] == metrics.PSNR_CAP_DB and 10.0 < worse.mean["xpsnr"] < 30.0
+    assert worse.mean["vmaf"] == pytest.approx(np.mean(worse.per_frame["vmaf"]), abs=1e-9)
+    assert "model vmaf_v0.6.1" in worse.notes["vmaf"] and worse.notes["vmaf"].startswith("libvmaf ")
+    assert "xpsnr filter, luma" in worse.notes["xpsnr"] and len(worse.per_frame["xpsnr"]) == 24
+
+
+def test_vmaf_without_the_binary_is_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bench import tools
+
+    monkeypatch.setenv(tools.ENV_FFMPEG, str(tmp_path / "missing"))
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    scores = metrics.score(frames, frames, metrics=["psnr", "vmaf", "xpsnr"])
+    assert set(scores.mean) == {"psnr"}
+    assert "libvmaf" in scores.notes["vmaf"] and tools.ENV_FFMPEG in scores.notes["vmaf"]
+    assert scores.notes["xpsnr"].startswith("unavailable: needs the ffmpeg filter 'xpsnr'")
 
 
 # ---------------------------------------------------------------- MS-SSIM
@@ -231,6 +302,9 @@ def test_score_record_is_json_ready(carphone_rgb: tuple[np.ndarray, np.ndarray])
     pristine, distorted = (x[:3] for x in carphone_rgb)
     record = metrics.score(pristine, distorted, metrics="psnr,ms_ssim,flip").to_dict()
     assert set(record["mean"]) == {"psnr", "ms-ssim", "flip"}
+    full = metrics.score(pristine, distorted).to_dict()
+    assert set(full["mean"]) == set(metrics.DEFAULT_METRICS) and set(full["per_frame"]) == set(full["mean"])
+    json.dumps(full, allow_nan=False)
     assert all(len(v) == 3 for v in record["per_frame"].values())
     assert record["mean"]["psnr"] == pytest.approx(np.mean(record["per_frame"]["psnr"]))
     assert record["metrics_version"] == metrics.METRICS_VERSION

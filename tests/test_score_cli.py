@@ -42,7 +42,7 @@ def test_two_images_as_json_with_flip_map(
     )
     assert code == 0, err
     record = json.loads(out)
-    direct = metrics.score(pristine[0], distorted[0]).to_dict()
+    direct = metrics.score(pristine[0], distorted[0], metrics="psnr,ms-ssim,flip").to_dict()
     assert (record["frames"], record["width"], record["height"]) == (1, 176, 144)
     assert record["mean"] == direct["mean"] and record["notes"]["ms-ssim"].startswith("window 9")
     heat, mean = metrics.flip_map(pristine[0], distorted[0])
@@ -78,6 +78,22 @@ def test_videos_reproduce_the_carphone_psnr(
     assert len(record["per_frame"]["psnr"]) == 120
     assert record["mean"]["psnr"] == pytest.approx(23.0714, abs=5e-5)
     assert "lpips" in record["notes"]  # a value with weights, otherwise the reason it is missing
+
+
+def test_all_metrics_of_a_video_pair(
+    carphone_paths: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pristine, distorted = carphone_paths
+    code, out, err = _score(capsys, str(pristine), str(distorted), "--metrics", "all")
+    assert code == 0, err
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()}
+    names = [n for n in metrics.METRIC_NAMES if n != "lpips" or "lpips" in rows["frame"]]
+    assert rows["frame"] == names
+    means = dict(zip(names, rows["mean"], strict=True))
+    clips = [pyav_frames(path, 120, "rgb24") for path in (pristine, distorted)]
+    direct = metrics.score(*clips, metrics=["psnr-seq", "psnr-yuv", "vmaf", "xpsnr"])
+    assert {n: means[n] for n in direct.mean} == {n: f"{v:.4f}" for n, v in direct.mean.items()}
+    assert means["psnr"] == "23.0714" and 20 < float(means["vmaf"]) < 50
 
 
 def _one_line_error(code: int, out: str, err: str) -> str:

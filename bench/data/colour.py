@@ -64,3 +64,20 @@ def yuv420p_to_rgb(planar: np.ndarray, colour: str = DEFAULT_COLOUR) -> np.ndarr
         )
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(planar), format="yuv420p")
     return frame_to_rgb(frame, colour)
+
+
+def rgb_to_yuv420p(frames: np.ndarray, colour: str = DEFAULT_COLOUR) -> np.ndarray:
+    """uint8 RGB (T, H, W, 3) with even H and W -> planar yuv420p (T, H * 3 // 2, W), limited range.
+
+    The conversion ffmpeg applies to rgb24 input before coding it (libswscale, the named matrix), so
+    metrics on YUV planes see what a codec would.
+    """
+    count, height, width = frames.shape[:3]
+    if height % 2 or width % 2:
+        raise DataError(f"yuv420p needs even frame sizes, got {width}x{height}")
+    out = np.empty((count, height * 3 // 2, width), np.uint8)
+    matrix = COLOURS[check_colour(colour)]
+    for t, frame in enumerate(frames):
+        rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        out[t] = rgb.reformat(format="yuv420p", dst_colorspace=matrix, dst_color_range="MPEG").to_ndarray()
+    return out
