@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import hashlib
+import importlib.util
+import json
 import os
 import re
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
@@ -47,6 +50,9 @@ def ffmpeg_exe(error: type[BenchError] = ToolError) -> str:
         import imageio_ffmpeg
     except ImportError:
         raise error(f"the suite's ffmpeg binary is missing ({INSTALL_HINT})") from None
+    shipped = sorted((Path(imageio_ffmpeg.__file__).parent / "binaries").glob("ffmpeg-*"))
+    if shipped and os.access(shipped[-1], os.X_OK):
+        return str(shipped[-1])  # the wheel's own binary, found without running it
     try:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:  # the wheel installed without its binary
@@ -134,16 +140,62 @@ def run(
     return b"".join(out), stderr
 
 
+def _disk_cached(what: str, source: Path, compute: Callable[[], list[str]]) -> frozenset[str]:
+    """`compute()`, remembered on disk for as long as `source` (a binary, a package file) is unchanged, so
+    `bench ls methods` answers without starting ffmpeg or importing PyAV; any cache trouble just recomputes."""
+    try:
+        stat = source.stat()
+        tag = hashlib.sha256(
+            f"{what}|{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+        ).hexdigest()
+        path = (
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+            / "nerv-bench"
+            / f"{tag[:24]}.json"
+        )
+        return frozenset(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        pass
+    names = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(sorted(names)), encoding="utf-8")
+        os.replace(tmp, path)
+    except (OSError, UnboundLocalError):
+        pass
+    return frozenset(names)
+
+
 @cache
 def _listing(exe: str, kind: str) -> frozenset[str]:
-    """Names in `ffmpeg -encoders` or `ffmpeg -filters` of one binary (cached per binary path)."""
-    stdout, _ = run([f"-{kind}"], what=f"ffmpeg -{kind}")
-    names = set()
-    for line in stdout.decode("utf-8", "replace").splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and _FLAGS.match(fields[0]) and fields[1] != "=":
-            names.add(fields[1])
-    return frozenset(names)
+    """Names in `ffmpeg -encoders` or `ffmpeg -filters` of one binary (cached per binary and on disk)."""
+
+    def compute() -> list[str]:
+        stdout, _ = run([f"-{kind}"], what=f"ffmpeg -{kind}")
+        names = []
+        for line in stdout.decode("utf-8", "replace").splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and _FLAGS.match(fields[0]) and fields[1] != "=":
+                names.append(fields[1])
+        return names
+
+    return _disk_cached(f"ffmpeg -{kind}", Path(exe), compute)
+
+
+@cache
+def pyav_codecs() -> frozenset[str]:
+    """The codecs of PyAV's own ffmpeg (cached on disk per installed PyAV)."""
+    spec = importlib.util.find_spec("av")
+    if spec is None or not spec.origin:
+        return frozenset()
+
+    def compute() -> list[str]:
+        import av
+
+        return sorted(av.codecs_available)
+
+    return _disk_cached("pyav codecs", Path(spec.origin), compute)
 
 
 def encoders() -> frozenset[str]:
@@ -171,9 +223,7 @@ def missing(requirement: str) -> str | None:
     """Why `requirement` (a `requires` entry with a colon) is not met here, or None when it is."""
     kind, _, name = requirement.partition(":")
     if kind == "av-codec":
-        import av
-
-        return None if name in av.codecs_available else f"needs PyAV built with the codec '{name}'"
+        return None if name in pyav_codecs() else f"needs PyAV built with the codec '{name}'"
     listed = {"ffmpeg-encoder": ("encoders", encoders), "ffmpeg-filter": ("filters", filters)}
     if kind not in listed:
         return f"declares an unknown requirement '{requirement}' (a bug in the method)"
