@@ -25,12 +25,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from bench.data.fetch import fetch
+    from bench.data.fetch import fetch_all
 
-    for name in args.sequences:
-        path = fetch(name, url=args.url, cache_dir=args.cache_dir)
-        print(f"{name}: {path}")
-    return 0
+    return fetch_all(args.sequences, url=args.url, cache_dir=args.cache_dir)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -86,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_ls)
 
     p = sub.add_parser("fetch", help="download and extract a sequence into the data cache")
-    p.add_argument("sequences", nargs="+", help="sequence names, e.g. Jockey")
+    p.add_argument("sequences", nargs="+", help="sequence names, e.g. Jockey, or a dataset: uvg (all seven)")
     p.add_argument("--url", default=None, help="download from this URL instead of the manifest's")
     p.add_argument(
         "--cache-dir", default=None, help="data cache (default: $BENCH_DATA or ~/.cache/nerv-bench)"
@@ -131,6 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=["local", "slurm", "submitit-local"],
         help="local (default), slurm (via submitit), submitit-local (submitit's local executor)",
+    )
+    p.add_argument("--partition", default=None, help="Slurm: partition (default: the cluster's default)")
+    p.add_argument(
+        "--cpus-per-task", type=int, default=None, help="Slurm: CPUs a task (default: min(4, a node's CPUs))"
+    )
+    p.add_argument("--mem", default=None, help="Slurm: memory a task, e.g. 16G (default: the partition's)")
+    p.add_argument(
+        "--gpus", type=int, default=None, help="Slurm: GPUs a task (default 0; 1 with --device cuda)"
+    )
+    p.add_argument(
+        "--time", default=None, help="Slurm: time limit a task, minutes or [D-]HH:MM:SS (default 240)"
+    )
+    p.add_argument("--account", default=None, help="Slurm: account charged (default: your default account)")
+    p.add_argument(
+        "--slurm-array-parallelism", type=int, default=None, help="Slurm: tasks running at once (default 32)"
+    )
+    p.add_argument(
+        "--max-pending",
+        default=None,
+        help="Slurm: stop when no job has started for this long, e.g. 30m, 12h (default 24h; 0 = no limit)",
     )
     p.add_argument("--results", default=None, help="results directory (default ./results)")
     p.add_argument("--force", action="store_true", help="redo jobs that already have a record")

@@ -12,11 +12,14 @@ from bench.errors import ConfigError
 
 @dataclass
 class SlurmOptions:
-    partition: str | None = None
-    time_min: int = 240
-    gpus: int = 0
-    cpus: int = 4
-    array_parallelism: int = 32
+    partition: str | None = None  # Slurm partition; None = the cluster's default one
+    time_min: int = 240  # time limit of a task, minutes
+    gpus: int = 0  # GPUs a task; --device cuda asks at least one
+    cpus: int = 0  # CPUs a task; 0 = min(4, CPUs of a node of the partition)
+    array_parallelism: int = 32  # tasks of the array running at once
+    mem: str | None = None  # memory a task as Slurm writes it (16G); None = the partition's default
+    account: str | None = None  # account the jobs are charged to; None = the user's default
+    max_pending_s: float = 86400.0  # stop when the jobs pend this long with none running; 0 = no limit
 
 
 @dataclass

@@ -443,6 +443,8 @@ def _floats(text: str | None) -> list[float] | None:
 
 
 def run_command(args: Any) -> int:
+    from bench import devices
+    from bench.cluster import slurm_flags
     from bench.data import parse_size
 
     cli = {
@@ -466,12 +468,10 @@ def run_command(args: Any) -> int:
     }
     cli["force"] = cli["force"] or None
     cli["dry_run"] = cli["dry_run"] or None
+    cli["slurm"] = slurm_flags(args)
     options = resolve_options(cli, getattr(args, "config", None))
-    if options.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda asked, but torch sees no CUDA device here; use --device cpu")
+    if options.executor != "slurm":  # a login node may have no GPU; Slurm gives the jobs one
+        devices.require(options.device)
     size = parse_size(options.size) if options.size else None
     methods = registry.resolve(options.methods)
     jobs = plan_grid(
@@ -494,13 +494,14 @@ def run_command(args: Any) -> int:
     try:
         with _sigterm_unwinds():
             summaries = run_jobs(jobs, options)
-    except Terminated:
+    except (Terminated, KeyboardInterrupt) as exc:
+        name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         print(
-            "stopped by SIGTERM: finished jobs are kept, the job in flight left nothing half-written; "
+            f"stopped by {name}: finished jobs are kept, the job in flight left nothing half-written; "
             "rerun the same command to resume",
             file=sys.stderr,
         )
-        return 128 + signal.SIGTERM
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     print(format_summary(summaries))
     print(f"results in {Path(options.results).resolve()}")
     return 1 if any(s["status"] == "failed" for s in summaries) else 0
