@@ -531,15 +531,9 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 def expand_sequences(spec: str) -> list[str]:
     """'uvg' stands for the 7 UVG sequences; otherwise a comma-separated list of names or paths."""
-    names = []
-    for item in (s.strip() for s in spec.split(",")):
-        if item.lower() == "uvg":
-            from bench.data.manifests import load_manifests
+    from bench.data.manifests import expand_datasets
 
-            names += [name for name, entry in load_manifests().items() if entry.dataset == "uvg"]
-        elif item:
-            names.append(item)
-    return names
+    return expand_datasets(s.strip() for s in spec.split(","))
 
 
 def results_command(args: Any) -> int:
@@ -569,6 +563,9 @@ def results_command(args: Any) -> int:
 
 def decode_command(args: Any) -> int:
     """Decode any stored stream with its own method: to PNG frames in a directory or to a video file."""
+    from bench import devices
+
+    devices.require(args.device)
     path = Path(args.stream)
     if not path.is_file():
         raise BenchError(f"no stream at '{path}'; pass the stream.nvbs of a job directory")
