@@ -257,6 +257,7 @@ class Request:
     account: str | None
     array_parallelism: int
     max_pending_s: float
+    timeout_requeues: int
 
     def submitit_parameters(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -293,6 +294,8 @@ def resolve_request(options: SlurmOptions, device: str, known: list[Partition] |
         raise ConfigError(f"--time must be at least one minute, got {options.time_min} min")
     if options.array_parallelism < 1:
         raise ConfigError(f"--slurm-array-parallelism must be at least 1, got {options.array_parallelism}")
+    if options.timeout_requeues < 0:
+        raise ConfigError(f"slurm timeout_requeues must be 0 or more, got {options.timeout_requeues}")
     if options.max_pending_s < 0:
         raise ConfigError(f"--max-pending must be 0 (no limit) or more, got {options.max_pending_s:g} s")
     known = partitions() if known is None else known
@@ -313,6 +316,7 @@ def resolve_request(options: SlurmOptions, device: str, known: list[Partition] |
         account=options.account,
         array_parallelism=options.array_parallelism,
         max_pending_s=float(options.max_pending_s),
+        timeout_requeues=options.timeout_requeues,
     )
 
 
@@ -403,7 +407,10 @@ def _submit(jobs: list, execute: Callable[..., Summary], folder: Path, request: 
     import submitit
     from submitit.core.utils import FailedJobError
 
-    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    # a task reaching --time gets USR2 90 s before it and is requeued (SlurmTask is checkpointable)
+    executor = submitit.AutoExecutor(
+        folder=str(folder), cluster="slurm", slurm_max_num_timeout=request.timeout_requeues
+    )
     executor.update_parameters(**request.submitit_parameters())
     task = SlurmTask(execute)
     sink = io.StringIO()

@@ -20,6 +20,9 @@ class SlurmOptions:
     mem: str | None = None  # memory a task as Slurm writes it (16G); None = the partition's default
     account: str | None = None  # account the jobs are charged to; None = the user's default
     max_pending_s: float = 86400.0  # stop when the jobs pend this long with none running; 0 = no limit
+    timeout_requeues: int = (
+        20  # times a task reaching its time limit is requeued to go on from its checkpoint
+    )
 
 
 @dataclass
