@@ -350,6 +350,7 @@ class _Queued:
     ended_at: float | None = None  # when squeue first showed it ended (or gone) without a result
     state: str = "PENDING"
     reason: str = ""
+    never_polls: int = 0  # consecutive polls that showed a reason which never resolves
 
 
 def _say(message: str) -> None:
@@ -492,9 +493,10 @@ def _watch(queued: list[_Queued], request: Request, lost: Callable[[Any, str], S
                     q.state, q.reason = state, reason
                     if state in ACTIVE_STATES:
                         q.ended_at = None
+                        q.never_polls = q.never_polls + 1 if reason in NEVER_STARTS else 0
                         if state != "PENDING":
                             progress_at = now
-                        elif reason in NEVER_STARTS:
+                        elif q.never_polls >= 2:  # a first reason right after submission can be transient
                             raise ClusterError(_never_message(q, request))
                         continue
                     q.ended_at = q.ended_at or now

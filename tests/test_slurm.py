@@ -94,7 +94,7 @@ def _no_job_left(array: str) -> bool:
 
 def test_grid_survives_scancel_of_a_running_job_and_a_rerun_loses_nothing(slurm, tmp_path: Path) -> None:
     results = tmp_path / "res"
-    args = ["run", "--methods", "x264,x265", "--bpp", "0.3,0.5,0.8", *SMOKE, "--results", str(results)]
+    args = ["run", "--methods", "x264,x265", "--bpp", "0.3,0.8", *SMOKE, "--results", str(results)]
     log = tmp_path / "run.log"
     dry = subprocess.run(_bench(*args, "--dry-run"), capture_output=True, text=True, check=True).stdout
     keys = [line.split()[0] for line in dry.splitlines()[:-1]]  # array task i runs the grid's job i
@@ -111,16 +111,16 @@ def test_grid_survives_scancel_of_a_running_job_and_a_rerun_loses_nothing(slurm,
     assert f"Slurm job {victim} was cancelled before it finished (scancel)" in text
     assert "sacct" not in text and "Bypassing" not in text  # no accounting here, and no warning about it
     before = _records(results)
-    assert len(before) == 5
+    assert len(before) == 3
     (failure,) = (store.read_record(p) for p in store.failed_dir(results).glob("*.json"))
     assert failure["status"] == "failed" and "\n" not in failure["reason"] and victim in failure["reason"]
     mtimes = {key: os.stat(Path(r["_dir"]) / store.RECORD).st_mtime_ns for key, r in before.items()}
 
     again = subprocess.run(_bench(*args), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "5 of 6 jobs already finished" in again.stdout
+    assert "3 of 4 jobs already finished" in again.stdout
     after = _records(results)
-    assert len(after) == 6 and failure["key"] in after
+    assert len(after) == 4 and failure["key"] in after
     assert all(os.stat(Path(after[k]["_dir"]) / store.RECORD).st_mtime_ns == m for k, m in mtimes.items())
     assert list(store.failed_dir(results).glob("*.json")) == []  # the redone job replaced its failure
     print(f"slurm grid with scancel and resume: {time.time() - started:.1f} s")
@@ -167,6 +167,32 @@ def test_unsatisfiable_request_ends_with_slurms_reason(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: Slurm refused the jobs: invalid partition specified: no-such-partition")
     assert "change --partition (partitions here: " in line
+
+
+@pytest.fixture
+def short_partition(slurm) -> Iterator[str]:
+    """A partition of this cluster's nodes whose time limit is one minute (made with scontrol; admin only)."""
+    name = "bench-short"
+    nodes = subprocess.run(["sinfo", "-h", "-o", "%N"], capture_output=True, text=True).stdout.split()[0]
+    made = subprocess.run(
+        ["scontrol", "create", f"PartitionName={name}", f"Nodes={nodes}", "MaxTime=1", "State=UP"],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a partition here: {made.stderr.strip()}")
+    yield name
+    subprocess.run(["scontrol", "delete", f"PartitionName={name}"], check=False)
+
+
+def test_time_beyond_the_partition_limit_names_time(
+    short_partition: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["run", "--methods", "x264", "--bpp", "0.5", *SMOKE, "--results", str(tmp_path / "res")]
+    assert main([*args, "--partition", short_partition, "--time", "0:10:00"]) == 2
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert "pending with reason PartitionTimeLimit" in line and "10 min a task" in line
+    assert line.endswith("change --time (or choose another --partition)")
 
 
 def test_cuda_on_a_partition_without_gpus_asks_for_one_and_is_refused(
@@ -231,7 +257,7 @@ class NervLong(NeRVDense):
 
     @classmethod
     def default_config(cls):
-        return NeRVDenseConfig(epochs=300)
+        return NeRVDenseConfig(epochs=200)
 """
 
 
@@ -270,5 +296,5 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm, long_method, tmp_path: 
     assert record["status"] == "ok"
     assert record["key"] == checkpoint.parent.name  # the requeued job found its own work directory...
     assert record["stats"]["resumed_from_step"] > 0  # ...and trained on from its checkpoint
-    assert record["stats"]["steps"] == 300 * 2  # 4 frames in batches of 2: no step lost or repeated
+    assert record["stats"]["steps"] == 200 * 2  # 4 frames in batches of 2: no step lost or repeated
     assert not checkpoint.parent.exists()  # the work directory goes once the record is published
