@@ -45,15 +45,12 @@ def _list_params(method: str | None) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from bench.data.fetch import fetch
+    from bench.data.fetch import fetch_all
     from bench.paths import check_output_folder
 
     if args.cache_dir:
         check_output_folder(Path(args.cache_dir), "--cache-dir")
-    for name in args.sequences:
-        path = fetch(name, url=args.url, cache_dir=args.cache_dir)
-        print(f"{name}: {path}")
-    return 0
+    return fetch_all(args.sequences, url=args.url, cache_dir=args.cache_dir)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -112,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_ls)
 
     p = sub.add_parser("fetch", help="download and extract a sequence into the data cache")
-    p.add_argument("sequences", nargs="+", help="sequence names, e.g. Jockey")
+    p.add_argument("sequences", nargs="+", help="sequence names, e.g. Jockey, or a dataset: uvg (all seven)")
     p.add_argument("--url", default=None, help="download from this URL instead of the manifest's")
     p.add_argument(
         "--cache-dir", default=None, help="data cache (default: $BENCH_DATA or ~/.cache/nerv-bench)"

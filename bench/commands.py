@@ -14,7 +14,7 @@ import numpy as np
 from bench import bitstream, registry, store
 from bench.budgets import get_budget
 from bench.contract import Context, SeqInfo
-from bench.errors import BenchError, BitstreamError, ConfigError
+from bench.errors import BenchError, BitstreamError
 from bench.paths import check_output_file, check_output_folder
 from bench.runconfig import RUN_FIELDS, resolve_options
 from bench.runner import Terminated, run_jobs, sigterm_unwinds
@@ -52,17 +52,6 @@ def format_summary(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _check_device(device: str) -> None:
-    if device == "cpu":
-        return
-    if not device.startswith("cuda"):
-        raise ConfigError(f"unknown device '{device}': use cpu or cuda (cuda:N for one of several GPUs)")
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} asked, but torch sees no CUDA device here; use --device cpu")
-
-
 def dry_run(jobs: list[Any], results: Path) -> None:
     """Each job with its estimated time and status, then the totals (GPU hours for CUDA runs)."""
     from bench.cost import CostModel, format_duration
@@ -87,13 +76,18 @@ def dry_run(jobs: list[Any], results: Path) -> None:
 
 
 def run_command(args: Any) -> int:
+    from bench import devices
+    from bench.cluster import slurm_flags
     from bench.data import parse_size
     from bench.grid import plan_grid
 
     cli = {name: getattr(args, name, None) for name in RUN_FIELDS if name != "slurm"}
+    cli["slurm"] = slurm_flags(args) or None
     options = resolve_options(cli, getattr(args, "config", None))
-    if not (options.dry_run and options.device.startswith("cuda")):  # a GPU run may be planned anywhere
-        _check_device(options.device)
+    devices.check_name(options.device)
+    # a GPU run may be planned anywhere, and a login node may have no GPU: Slurm gives the jobs one
+    if not options.dry_run and options.executor != "slurm":
+        devices.require(options.device)
     get_budget(options.budget)
     size = parse_size(options.size) if options.size else None
     jobs = plan_grid(options, size)
@@ -103,13 +97,14 @@ def run_command(args: Any) -> int:
     try:
         with sigterm_unwinds():
             summaries = run_jobs(jobs, options)
-    except Terminated:
+    except (Terminated, KeyboardInterrupt) as exc:
+        name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         print(
-            "stopped by SIGTERM: finished jobs are kept, the job in flight left nothing half-written; "
+            f"stopped by {name}: finished jobs are kept, the job in flight left nothing half-written; "
             "rerun the same command to resume",
             file=sys.stderr,
         )
-        return 128 + signal.SIGTERM
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     print(format_summary(summaries))
     print(f"results in {Path(options.results).resolve()}")
     return 1 if any(s["status"] == "failed" for s in summaries) else 0
@@ -149,6 +144,9 @@ def results_command(args: Any) -> int:
 
 def decode_command(args: Any) -> int:
     """Decode any stored stream with its own method: to PNG frames in a directory or to a video file."""
+    from bench import devices
+
+    devices.require(args.device)
     path = Path(args.stream)
     if not path.is_file():
         raise BenchError(f"no stream at '{path}'; pass the stream.nvbs of a job directory")
@@ -163,7 +161,6 @@ def decode_command(args: Any) -> int:
             raise BenchError(
                 f"--out {out} holds other files ({', '.join(sorted(others)[:3])}); decode into an empty folder"
             )
-    _check_device(args.device)
     data = path.read_bytes()
     stream = bitstream.unpack(data)
     cls = registry.get(stream.method)

@@ -28,3 +28,7 @@ class ConfigError(BenchError):
 
 class MetricError(BenchError):
     """Inputs a metric cannot score (shape, dtype, range)."""
+
+
+class ClusterError(BenchError):
+    """A cluster that cannot run the jobs as asked (unreachable, a request it refuses or never starts)."""

@@ -64,21 +64,28 @@ def run_submitit(
     slurm: SlurmOptions,
     lost: Callable[[Any, str], Summary],
 ) -> Iterator[Summary]:
-    """A Slurm job array (cluster='slurm'), or submitit's local executor with the same code path."""
+    """A Slurm job array (cluster='slurm', watched by `bench.cluster`), or submitit's local executor running
+    the same job function in local processes."""
+    if cluster == "slurm":
+        from bench.cluster import run_slurm
+
+        yield from run_slurm(jobs, execute, folder, slurm, lost)
+        return
     import submitit
 
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-    params: dict[str, Any] = {"timeout_min": slurm.time_min, "cpus_per_task": slurm.cpus}
-    if cluster == "slurm":
-        params.update(slurm_array_parallelism=slurm.array_parallelism, gpus_per_node=slurm.gpus)
-        if slurm.partition:
-            params["slurm_partition"] = slurm.partition
-    executor.update_parameters(**params)
+    executor.update_parameters(timeout_min=slurm.time_min, cpus_per_task=slurm.cpus or 1)
     submitted = executor.map_array(
         execute, [j.spec for j in jobs], [j.key for j in jobs], [j.identity for j in jobs]
     )
-    for job, handle in zip(jobs, submitted, strict=True):
-        try:
-            yield handle.result()
-        except Exception as exc:  # the worker died (killed, out of memory, time limit)
-            yield lost(job, f"cluster job failed: {str(exc).strip().splitlines()[-1]}")
+    try:
+        for job, handle in zip(jobs, submitted, strict=True):
+            try:
+                yield handle.result()
+            except Exception as exc:  # the worker died (killed, out of memory, time limit)
+                yield lost(job, f"cluster job failed: {str(exc).strip().splitlines()[-1]}")
+    except BaseException:  # interrupted: stop the local workers instead of leaving them running
+        for handle in submitted:
+            if not handle.done():
+                handle.cancel(check=False)
+        raise

@@ -91,17 +91,13 @@ def budget_variants(budget: str, axes: dict[str, list[Any]]) -> list[tuple[tuple
 
 def expand_sequences(spec: str) -> list[str]:
     """'uvg' stands for the 7 UVG sequences; otherwise a comma-separated list of names or paths."""
+    from bench.data.manifests import expand_datasets
+
     names: list[str] = []
     for item in (s.strip() for s in spec.split(",")):
-        if item.lower() == "uvg":
-            from bench.data.manifests import load_manifests
-
-            found = [name for name, entry in load_manifests().items() if entry.dataset == "uvg"]
-        elif item:
-            found = [item]
-        else:
+        if not item:
             continue
-        for name in found:
+        for name in expand_datasets([item]):
             if name in names:
                 raise ConfigError(f"sequence '{name}' is listed twice; give it once")
             names.append(name)

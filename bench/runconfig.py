@@ -109,11 +109,35 @@ def option(default: Any, help: str, *, parse: Callable[[Any], Any] | None = None
 
 @dataclass
 class SlurmOptions:
-    partition: str | None = None  # Slurm partition (default: the cluster's default)
-    time_min: int = 240  # wall-clock limit of a job, minutes
-    gpus: int = 0  # GPUs per job
-    cpus: int = 4  # CPUs per job
-    array_parallelism: int = 32  # jobs of the array running at once
+    partition: str | None = None  # Slurm partition; None = the cluster's default one
+    time_min: int = 240  # time limit of a task, minutes
+    gpus: int = 0  # GPUs a task; --device cuda asks at least one
+    cpus: int = 0  # CPUs a task; 0 = min(4, CPUs of a node of the partition)
+    array_parallelism: int = 32  # tasks of the array running at once
+    mem: str | None = None  # memory a task as Slurm writes it (16G); None = the partition's default
+    account: str | None = None  # account the jobs are charged to; None = the user's default
+    max_pending_s: float = 86400.0  # stop when the jobs pend this long with none running; 0 = no limit
+    timeout_requeues: int = (
+        20  # times a task reaching its time limit is requeued to go on from its checkpoint
+    )
+
+
+# The `bench run` flags of the Slurm options (flag, type, help); `bench.cluster.slurm_flags` reads them back
+# under SlurmOptions' names. In a config file the same options go under `slurm:`.
+SLURM_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--partition", str, "Slurm: partition (default: the cluster's default)"),
+    ("--cpus-per-task", int, "Slurm: CPUs a task (default: min(4, a node's CPUs))"),
+    ("--mem", str, "Slurm: memory a task, e.g. 16G (default: the partition's)"),
+    ("--gpus", int, "Slurm: GPUs a task (default 0; 1 with --device cuda)"),
+    ("--time", str, "Slurm: time limit a task, minutes or [D-]HH:MM:SS (default 240)"),
+    ("--account", str, "Slurm: account charged (default: your default account)"),
+    ("--slurm-array-parallelism", int, "Slurm: tasks running at once (default 32)"),
+    (
+        "--max-pending",
+        str,
+        "Slurm: stop when no job has started for this long, e.g. 30m, 12h (default 24h; 0 = no limit)",
+    ),
+)
 
 
 @dataclass
@@ -279,7 +303,7 @@ def resolve_options(cli: dict[str, Any], config_file: str | None = None) -> RunO
 
 
 def add_run_flags(parser: Any) -> None:
-    """The `bench run` flags, one per `RunOptions` field (the Slurm mapping is set in a config file)."""
+    """The `bench run` flags: one per `RunOptions` field, then the Slurm resource flags."""
     for name, f in RUN_FIELDS.items():
         if name == "slurm":
             continue
@@ -289,3 +313,5 @@ def add_run_flags(parser: Any) -> None:
             parser.add_argument(flag, action="store_true", default=None, help=f.metadata["help"])
         else:
             parser.add_argument(flag, default=None, help=f.metadata["help"], **extras)
+    for flag, kind, help_text in SLURM_FLAGS:
+        parser.add_argument(flag, type=kind, default=None, help=help_text)

@@ -224,6 +224,15 @@ def load_results(results: Path, check_streams: bool = True) -> Loaded:
     return loaded
 
 
+def _written_at(record: Record) -> tuple[str, int]:
+    """When a record was published: its provenance time, then its file's mtime (same-second runs)."""
+    try:
+        mtime = (record.directory / RECORD).stat().st_mtime_ns if record.directory else 0
+    except OSError:
+        mtime = 0
+    return (str(record.provenance.get("time_utc", "")), mtime)
+
+
 def _newest_per_setting(records: list[Record]) -> tuple[list[Record], list[Rejected]]:
     """One record per setting (method variant, sequence, budget, matching, target, seed): the newest.
 
@@ -236,7 +245,7 @@ def _newest_per_setting(records: list[Record]) -> tuple[list[Record], list[Rejec
         groups.setdefault(setting, []).append(r)
     kept, superseded = [], []
     for members in groups.values():
-        members.sort(key=lambda r: str(r.provenance.get("time_utc", "")), reverse=True)
+        members.sort(key=_written_at, reverse=True)
         kept.append(members[0])
         for old in members[1:]:
             superseded.append(

@@ -64,6 +64,7 @@ class TrainResult:
             "train_psnr": round(self.psnr, 3),
             "train_loss": self.loss,
             "precision": self.precision,
+            "resumed_from_step": self.resumed_from_step,  # > 0: training went on from a checkpoint
         }
 
 

@@ -152,3 +152,90 @@ def test_not_an_archive_is_discarded(server: Served, env: tuple[Path, Path]) -> 
     with pytest.raises(DataError, match="not a readable 7z archive"):
         fetch("Tiny")
     assert files_under(cache) == []
+
+
+def _dataset_manifest(folder: Path, dataset: str, urls: dict[str, str]) -> None:
+    """One manifest file of `dataset` whose sequences download from `urls`; sequence N's archive holds
+    N.yuv (the Tiny frames), as each UVG archive holds its own sequence."""
+    import yaml
+
+    entries = [
+        {
+            "name": name,
+            "width": WIDTH,
+            "height": HEIGHT,
+            "fps": 30,
+            "frames": FRAMES,
+            "pix_fmt": "yuv420p",
+            "colour": "bt601",
+            "sha256": None,
+            "source": {"url": url, "member": f"{name}.yuv"},
+        }
+        for name, url in urls.items()
+    ]
+    folder.mkdir(exist_ok=True)
+    (folder / f"{dataset}.yaml").write_text(
+        yaml.safe_dump({"dataset": dataset, "licence": "test", "sequences": entries})
+    )
+
+
+def _archives(server: Served, tiny_yuv: bytes, names: list[str]) -> dict[str, str]:
+    """Serve one archive per name, N.7z holding N/N.yuv; returns their URLs."""
+    for name in names:
+        with py7zr.SevenZipFile(server.root / f"{name}.7z", "w") as archive:
+            archive.writestr(tiny_yuv, f"{name}/{name}.yuv")
+    return {name: f"{server.url}/{name}.7z" for name in names}
+
+
+def test_fetch_of_a_dataset_fetches_every_sequence_of_it(
+    server: Served, env: tuple[Path, Path], tiny_yuv: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests, cache = env
+    names = ["Alpha", "Beta", "Gamma"]
+    _dataset_manifest(manifests, "uvg", _archives(server, tiny_yuv, names))
+    _dataset_manifest(manifests, "other", _archives(server, tiny_yuv, ["Delta"]))
+    assert main(["fetch", "uvg"]) == 0
+    out = capsys.readouterr().out
+    for name in names:
+        assert f"{name}: {cache / 'uvg' / f'{name}.yuv'}" in out
+        assert (cache / "uvg" / f"{name}.yuv").read_bytes() == tiny_yuv
+    assert not (cache / "other").exists()  # another dataset's sequence is not fetched
+    from bench.grid import expand_sequences
+
+    assert expand_sequences("uvg") == names  # what `bench run --seq uvg` runs
+
+
+def test_one_failed_download_does_not_stop_the_dataset(
+    server: Served, env: tuple[Path, Path], tiny_yuv: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests, cache = env
+    urls = _archives(server, tiny_yuv, ["Alpha", "Gamma"])
+    _dataset_manifest(manifests, "uvg", {"Alpha": urls["Alpha"], "Beta": f"{server.url}/Missing.7z", **urls})
+    assert main(["fetch", "uvg"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("error: Beta: cannot download") and "HTTP 404" in line for line in err)
+    assert err[-1] == (
+        "error: 1 of 3 sequences could not be fetched (Beta; reasons above); "
+        "run the same command again to fetch only those"
+    )
+    assert sorted(p.name for p in files_under(cache)) == ["Alpha.yuv", "Gamma.yuv"]
+    capsys.readouterr()
+    _dataset_manifest(manifests, "uvg", {**urls, "Beta": urls["Alpha"].replace("Alpha", "Beta")})
+    _archives(server, tiny_yuv, ["Beta"])
+    assert main(["fetch", "uvg"]) == 0  # the rerun fetches the missing one; the others are kept
+    assert "Alpha is already present" in capsys.readouterr().err
+    assert sorted(p.name for p in files_under(cache)) == ["Alpha.yuv", "Beta.yuv", "Gamma.yuv"]
+
+
+def test_uvg_names_the_seven_sequences_of_the_manifest() -> None:
+    from bench.data.manifests import expand_datasets
+
+    seven = ["Beauty", "Bosphorus", "HoneyBee", "Jockey", "ReadySteadyGo", "ShakeNDry", "YachtRide"]
+    assert expand_datasets(["uvg"]) == seven
+    assert expand_datasets(["UVG", "bunny"]) == [*seven, "bunny"]
+
+
+def test_url_with_a_dataset_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fetch", "uvg", "--url", "file:///nowhere/x.7z"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "--url names one archive, but 7 sequences were asked" in line

@@ -131,7 +131,7 @@ def test_output_paths_are_checked_first(
         (["decode", _stream(finished), "--out", str(tmp_path)], "holds other files"),
         (
             ["decode", _stream(finished), "--out", str(tmp_path / "d"), "--device", "gpu"],
-            "unknown device 'gpu'",
+            "--device 'gpu' is not a device",
         ),
         (["score", "x", "y", "--flip-map", str(tmp_path)], "--flip-map"),
         (["fetch", "Jockey", "--cache-dir", str(a_file)], "--cache-dir"),
@@ -144,7 +144,7 @@ def test_output_paths_are_checked_first(
             ["run", "--methods", "x264", "--seed", str(2**40), "--dry-run"],
             "seed 1099511627776 is out of range",
         ),
-        (["run", "--methods", "x264", "--device", "gpu", "--dry-run"], "unknown device 'gpu'"),
+        (["run", "--methods", "x264", "--device", "gpu", "--dry-run"], "--device 'gpu' is not a device"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from bench.data.manifests import ManifestEntry, PackageSource, UrlSource, get_entry
+from bench.data.manifests import ManifestEntry, PackageSource, UrlSource, expand_datasets, get_entry
 from bench.data.sequences import file_sha256, local_path
 from bench.errors import DataError
 
@@ -72,6 +72,37 @@ def fetch(name: str, url: str | None = None, cache_dir: Path | str | None = None
     if entry.sha256 is None:  # no published checksum: show this one so it can be recorded in the manifest
         _say(f"{entry.name}: sha256 {file_sha256(target)} (not recorded in {entry.manifest.name} yet)")
     return target
+
+
+def fetch_all(names: list[str], url: str | None = None, cache_dir: Path | str | None = None) -> int:
+    """`bench fetch`: every named sequence, a dataset's name (uvg) standing for all its sequences.
+
+    One failed download does not stop the others; each failure is one line, and the command exits 2
+    naming the sequences that are still missing (a rerun fetches only those: present ones are kept).
+    """
+    wanted = list(dict.fromkeys(expand_datasets(names)))
+    if url is not None and len(wanted) > 1:
+        raise DataError(
+            f"--url names one archive, but {len(wanted)} sequences were asked ({', '.join(wanted)}); "
+            f"fetch one sequence at a time with --url"
+        )
+    missing = []
+    for name in wanted:
+        try:
+            path = fetch(name, url=url, cache_dir=cache_dir)
+        except DataError as exc:
+            if len(wanted) == 1:
+                raise
+            _say(f"error: {name}: {exc}")
+            missing.append(name)
+            continue
+        print(f"{name}: {path}")
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(wanted)} sequences could not be fetched ({', '.join(missing)}; reasons above); "
+            f"run the same command again to fetch only those"
+        )
+    return 0
 
 
 def archive_limit(entry: ManifestEntry) -> int:

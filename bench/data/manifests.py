@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
@@ -164,6 +165,22 @@ def find_entry(name: str, entries: dict[str, ManifestEntry] | None = None) -> Ma
         if wanted in (label.lower() for label in (entry.name, *entry.aliases)):
             return entry
     return None
+
+
+def expand_datasets(names: Iterable[str]) -> list[str]:
+    """Names as given, except a dataset's name (e.g. 'uvg'), which stands for all of its sequences in
+    manifest order; a sequence of that name would win. `bench run --seq` and `bench fetch` share this."""
+    entries: dict[str, ManifestEntry] | None = None
+    out: list[str] = []
+    for name in (n for n in names if n):
+        if _NAME.fullmatch(name):
+            entries = load_manifests() if entries is None else entries
+            members = [e.name for e in entries.values() if e.dataset.lower() == name.lower()]
+            if members and find_entry(name, entries) is None:
+                out += members
+                continue
+        out.append(name)
+    return out
 
 
 def get_entry(name: str) -> ManifestEntry:

@@ -1,0 +1,43 @@
+"""The device a command asks for, checked before anything runs: one line naming the cause and the fix
+instead of a traceback from deep inside torch minutes into a run."""
+
+from __future__ import annotations
+
+import re
+
+from bench.errors import ConfigError
+
+_DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
+
+
+def check_name(device: str, flag: str = "--device") -> None:
+    """Raise a one-line `ConfigError` unless `device` names a device (cpu, cuda, cuda:N), wherever it runs."""
+    if not _DEVICE.match(device):
+        raise ConfigError(f"{flag} '{device}' is not a device: use cpu, cuda or cuda:N")
+
+
+def require(device: str, flag: str = "--device") -> None:
+    """Raise a one-line `ConfigError` unless `device` is 'cpu' or a CUDA device torch can use here."""
+    match = _DEVICE.match(device)
+    if not match:
+        raise ConfigError(f"{flag} '{device}' is not a device: use cpu, cuda or cuda:N")
+    if match.group(1) == "cpu":
+        return
+    import torch
+
+    if torch.version.cuda is None:
+        raise ConfigError(
+            f"{flag} {device} asked, but this torch ({torch.__version__}) is a CPU-only build; use --device cpu, "
+            f"or on a machine with an NVIDIA GPU install a CUDA build of torch"
+        )
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"{flag} {device} asked, but torch sees no CUDA device here (no GPU, no driver, or "
+            f"CUDA_VISIBLE_DEVICES hides them); use --device cpu, or run where nvidia-smi lists a GPU"
+        )
+    index = int(match.group(2) or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"{flag} {device} asked, but torch sees {torch.cuda.device_count()} CUDA device(s) here; "
+            f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+        )
