@@ -34,7 +34,7 @@ SUITE_LOOPS: tuple[tuple[str, str | None], ...] = (
 
 
 def _perf_arch(size: tuple[int, int]):
-    from methods.nerv import NeRVConfig, choose_grid
+    from methods.nerv_family.backbones.nerv import NeRVConfig, choose_grid
 
     start, strides = choose_grid(size[0], size[1])
     return NeRVConfig(
@@ -45,7 +45,7 @@ def _perf_arch(size: tuple[int, int]):
 def _perf_model(size: tuple[int, int]):
     import torch
 
-    from methods.nerv import NeRVGenerator
+    from methods.nerv_family.backbones.nerv import NeRVGenerator
 
     torch.manual_seed(0)
     return NeRVGenerator(_perf_arch(size))
@@ -104,8 +104,11 @@ def _suite_train(
     """
     from bench.budgets import get_budget
     from bench.contract import Context
-    from methods.supermask import MaskSettings, SupermaskConfig, build_generator, parameter_groups
-    from methods.training import train
+    from methods.nerv_family.masks.layers import parameter_groups
+    from methods.nerv_family.masks.masked_nerv import build_generator
+    from methods.nerv_family.masks.settings import MaskSettings
+    from methods.nerv_family.supermask_base import SupermaskConfig
+    from methods.nerv_family.training import train
 
     budget = get_budget(PERF_BUDGET)
     groups, lr = None, budget.lr
@@ -231,9 +234,9 @@ def perf_masks_section(targets: tuple[float, ...] = (0.1, 0.2, 0.4)) -> dict[str
 
     from bench.budgets import get_budget
     from bench.data import load_sequence, prepare_clip
-    from methods.supermask import perf_masks
+    from methods.nerv_family.timing import perf_masks
+    from methods.nerv_family.training import resolve_precision
     from methods.supermask_fixed import SupermaskFixed
-    from methods.training import resolve_precision
 
     budget = get_budget(PERF_BUDGET)
     precision = resolve_precision(budget.precision, torch.device("cpu"))
@@ -267,7 +270,7 @@ def perf_masks_section(targets: tuple[float, ...] = (0.1, 0.2, 0.4)) -> dict[str
 
 def perf_coding(count: int = 1_000_000) -> dict[str, Any]:
     """Range coding of 8-bit weight-like symbols and of 4-level masks: bits / entropy bound, MB/s."""
-    from methods.coding import decode_symbols, empirical_entropy_bits, encode_symbols
+    from methods.nerv_family.coding import decode_symbols, empirical_entropy_bits, encode_symbols
 
     rng = np.random.default_rng(0)
     weights = np.clip(np.round(rng.laplace(127.5, 12.0, count)), 0, 255).astype(np.int64)
@@ -372,8 +375,10 @@ def perf_decode(
     beside a plain NCHW render of the same model. Best of `repeats` after a warm-up frame."""
     import torch
 
-    from methods.nerv import NeRVConfig, NeRVGenerator, choose_grid, render
-    from methods.supermask import MaskSettings, build_generator, layer_alphas, level_maps, load_code
+    from methods.nerv_family.backbones.nerv import NeRVConfig, NeRVGenerator, choose_grid, render
+    from methods.nerv_family.masks.layers import layer_alphas, level_maps, load_code
+    from methods.nerv_family.masks.masked_nerv import build_generator
+    from methods.nerv_family.masks.settings import MaskSettings
 
     result: dict[str, Any] = {}
     for label, size in sizes:
@@ -412,7 +417,7 @@ def _plain_render(model: Any, count: int) -> None:
     """`methods.nerv.render` written the obvious way: NCHW, 4 frames a batch, same output conversion."""
     import torch
 
-    from methods.nerv import frame_times
+    from methods.nerv_family.backbones.nerv import frame_times
 
     with torch.no_grad():
         model.eval()

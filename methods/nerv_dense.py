@@ -24,8 +24,8 @@ from bench import bitstream
 from bench.budgets import Budget
 from bench.contract import Clip, Context, Method, SeqInfo
 from bench.errors import BitstreamError, MethodError
-from methods import coding
-from methods.nerv import (
+from methods.nerv_family import coding
+from methods.nerv_family.backbones.nerv import (
     NeRVConfig,
     NeRVGenerator,
     NeRVShape,
@@ -34,8 +34,8 @@ from methods.nerv import (
     parameter_shapes,
     render,
 )
-from methods.nerv_header import read_network_header
-from methods.training import TrainResult, train, with_budget_schedule
+from methods.nerv_family.header import read_network_header
+from methods.nerv_family.training import TrainResult, train, with_budget_schedule
 
 # Coded bits per 8-bit weight after range coding: 6.5-6.6 measured on Bunny networks trained 300 epochs at
 # the cpu size (short runs code nearer 8 bits, long ones lower; rate control absorbs the difference).

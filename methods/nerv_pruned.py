@@ -31,29 +31,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from bench import bitstream
 from bench.budgets import Budget
 from bench.contract import Clip, Context, Method, SeqInfo
 from bench.errors import BitstreamError, MethodError
-from methods import coding, nerv_dense
-from methods.nerv import (
-    SHAPE_FIELDS,
-    NeRVConfig,
-    NeRVGenerator,
-    NeRVShape,
-    choose_grid,
-    count_parameters,
-    parameter_shapes,
-)
+from methods import nerv_dense
 from methods.nerv_dense import (
     BITS_PER_WEIGHT_AT_8,
     CODER_SLACK_BITS,
@@ -63,8 +51,25 @@ from methods.nerv_dense import (
     NeRVDenseConfig,
     render_weights,
 )
-from methods.nerv_header import read_network_header
-from methods.training import TrainResult, train, with_budget_schedule
+from methods.nerv_family import coding
+from methods.nerv_family.backbones.nerv import (
+    SHAPE_FIELDS,
+    NeRVConfig,
+    NeRVShape,
+    choose_grid,
+    count_parameters,
+    parameter_shapes,
+)
+from methods.nerv_family.header import read_network_header
+from methods.nerv_family.masks.pruning import (
+    apply_masks,
+    build_generator,
+    effective_weights,
+    kept_count,
+    magnitude_masks,
+    prunable,
+)
+from methods.nerv_family.training import TrainResult, train, with_budget_schedule
 
 POSITION_SLACK_BITS = 64  # the positions' range coder ends on up to two 32-bit words
 SIZE_AIM = 0.01  # stop sizing when the predicted size is within 1 % of the target
@@ -119,84 +124,6 @@ class NeRVPrunedState:
     dense: TrainResult
     finetune: TrainResult | None
     coding: dict[str, Any] = field(default_factory=dict)  # filled by `encode`
-
-
-# --- masked layers and pruning ------------------------------------------------------------------------------
-
-
-class MaskedLinear(nn.Linear):
-    """A Linear whose weight is multiplied by a fixed 0/1 mask (all ones until pruned)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer("mask", torch.ones_like(self.weight))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
-
-
-class MaskedConv2d(nn.Conv2d):
-    """A Conv2d whose weight is multiplied by a fixed 0/1 mask (all ones until pruned)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer("mask", torch.ones_like(self.weight))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.mask, self.bias)
-
-
-def build_generator(arch: NeRVConfig) -> NeRVGenerator:
-    """The NeRV generator with maskable layers; its parameters and their init are the plain generator's."""
-    return NeRVGenerator(arch, linear_layer=MaskedLinear, conv_layer=MaskedConv2d)
-
-
-def prunable(names: Iterable[str]) -> list[str]:
-    """The parameters pruning applies to: every stem and conv weight (the head is a conv), no bias."""
-    return [name for name in names if name.endswith(".weight")]
-
-
-def kept_count(total: int, sparsity: float) -> int:
-    """How many of `total` weights survive pruning to `sparsity` (at least one)."""
-    return max(1, total - round(sparsity * total))
-
-
-def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
-    """Global unstructured magnitude pruning: keep the largest |w| over all prunable tensors together.
-
-    Exactly `kept_count` weights survive; a stable sort breaks ties by position, so the mask is a
-    function of the weights alone.
-    """
-    names = prunable(weights)
-    flat = torch.cat([weights[n].detach().reshape(-1).abs().cpu() for n in names])
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    keep[torch.argsort(flat, descending=True, stable=True)[: kept_count(flat.numel(), sparsity)]] = True
-    masks, offset = {}, 0
-    for n in names:
-        size = weights[n].numel()
-        masks[n] = keep[offset : offset + size].reshape(weights[n].shape)
-        offset += size
-    return masks
-
-
-@torch.no_grad()
-def apply_masks(model: NeRVGenerator, masks: dict[str, torch.Tensor]) -> None:
-    """Fix the masks in the model's layers and zero the pruned weights themselves."""
-    for name, mask in masks.items():
-        layer = model.get_submodule(name.rsplit(".", 1)[0])
-        layer.mask.copy_(mask)
-        layer.weight.mul_(layer.mask)
-
-
-@torch.no_grad()
-def effective_weights(model: NeRVGenerator) -> dict[str, torch.Tensor]:
-    """The weights the network computes with (weight x mask), float32 on the CPU, standard layout."""
-    out = {}
-    for name, param in model.named_parameters():
-        layer = model.get_submodule(name.rsplit(".", 1)[0])
-        value = param * layer.mask if name.endswith(".weight") else param
-        out[name] = value.detach().to("cpu", torch.float32).contiguous()
-    return out
 
 
 # --- the stream -----------------------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 
 The seed paper's baseline: a random, never-trained NeRV whose weights are ``w * c * lambda`` with the
 trained level map lambda and the layer's constant c. Everything but the scales is shared with
-`methods.supermask_learned` through `methods.supermask`.
+`methods.supermask_learned` through `methods.nerv_family.supermask_base`.
 """
 
-from methods.supermask import SupermaskMethod
+from methods.nerv_family.supermask_base import SupermaskMethod
 
 
 class SupermaskFixed(SupermaskMethod):

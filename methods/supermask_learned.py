@@ -3,10 +3,10 @@
 The seed paper's method: a random, never-trained NeRV whose weights are ``w * sum_n alpha_n mask_n`` with
 trained nested masks and trained alphas (per layer and level, starting at the fixed-scale model). The
 stream holds the seed, the level maps and the alphas; everything else is shared with
-`methods.supermask_fixed` through `methods.supermask`.
+`methods.supermask_fixed` through `methods.nerv_family.supermask_base`.
 """
 
-from methods.supermask import SupermaskMethod
+from methods.nerv_family.supermask_base import SupermaskMethod
 
 
 class SupermaskLearned(SupermaskMethod):

@@ -11,7 +11,7 @@ from torch import nn
 
 from bench.contract import Clip, Context, FitFailed
 from bench.errors import MethodError
-from methods.nerv import (
+from methods.nerv_family.backbones.nerv import (
     NeRVConfig,
     NeRVGenerator,
     PositionalEncoding,
@@ -20,7 +20,7 @@ from methods.nerv import (
     count_parameters,
     parameter_shapes,
 )
-from methods.training import lr_multiplier, native_bf16, resolve_precision, train
+from methods.nerv_family.training import lr_multiplier, native_bf16, resolve_precision, train
 
 TINY = NeRVConfig(stem_dims=(16,), fc_dim=4, lower_width=4, strides=(2, 2, 2), embed_levels=8)
 

@@ -36,8 +36,8 @@ def test_train_section_times_every_loop_against_the_plain_one(capsys: pytest.Cap
 
 
 def test_mask_step_timing_covers_dense_and_both_variants() -> None:
-    from methods.nerv import NeRVConfig
-    from methods.supermask import perf_masks
+    from methods.nerv_family.backbones.nerv import NeRVConfig
+    from methods.nerv_family.timing import perf_masks
 
     arch = NeRVConfig(stem_dims=(16,), fc_dim=4, lower_width=4, strides=(2, 2, 2), embed_levels=8)
     for precision in ("fp32", "bf16"):

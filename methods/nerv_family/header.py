@@ -10,7 +10,7 @@ from __future__ import annotations
 from bench import bitstream
 from bench.contract import SeqInfo
 from bench.errors import BitstreamError, MethodError
-from methods.nerv import NeRVConfig, count_parameters
+from methods.nerv_family.backbones.nerv import NeRVConfig, count_parameters
 
 MAX_FRAMES = 100_000
 MAX_SIDE = 16_384

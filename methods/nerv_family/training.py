@@ -34,7 +34,7 @@ from torch import nn
 
 from bench.budgets import Budget
 from bench.contract import Context, FitFailed
-from methods.nerv import frame_times
+from methods.nerv_family.backbones.nerv import frame_times
 
 LOSSES = ("mse", "nerv")
 SCHEDULE_FIELDS = ("epochs", "lr", "batch_size", "warmup")  # a config's None here means "the budget's"
