@@ -39,19 +39,12 @@ import torch
 
 from bench import bitstream
 from bench.budgets import Budget
-from bench.contract import Clip, Context, Method, SeqInfo
+from bench.contract import RATE_TOLERANCE, Clip, Context, SeqInfo
 from bench.errors import BitstreamError, MethodError
 from methods import nerv_dense
-from methods.nerv_dense import (
-    BITS_PER_WEIGHT_AT_8,
-    CODER_SLACK_BITS,
-    RATE_TOLERANCE,
-    SIDE_BITS_PER_TENSOR,
-    TIMED_EPOCHS,
-    NeRVDenseConfig,
-    render_weights,
-)
+from methods.nerv_dense import NeRVDenseConfig
 from methods.nerv_family import coding
+from methods.nerv_family.adapter import RENDER_BATCH, NeRVFamilyMethod, framing_bits
 from methods.nerv_family.backbones.nerv import (
     SHAPE_FIELDS,
     NeRVConfig,
@@ -59,8 +52,11 @@ from methods.nerv_family.backbones.nerv import (
     choose_grid,
     count_parameters,
     parameter_shapes,
+    render_weights,
 )
-from methods.nerv_family.header import read_network_header
+from methods.nerv_family.coding import BITS_PER_WEIGHT_AT_8, SIDE_BITS_PER_TENSOR
+from methods.nerv_family.coding import TENSORS_SLACK_BITS as CODER_SLACK_BITS
+from methods.nerv_family.header import network_header, read_network_header
 from methods.nerv_family.masks.pruning import (
     apply_masks,
     build_generator,
@@ -130,21 +126,13 @@ class NeRVPrunedState:
 
 
 def _header(arch: NeRVConfig, levels: int, kept: int, height: int, width: int, frames: int) -> dict[str, Any]:
-    return {
-        "arch": dataclasses.asdict(arch),
-        "coding": {"levels": levels},
-        "pruning": {"kept": kept},
-        "width": width,
-        "height": height,
-        "frames": frames,
-    }
+    return network_header(arch, height, width, frames, coding={"levels": levels}, pruning={"kept": kept})
 
 
 def _framing_bits(arch: NeRVConfig, levels: int, kept: int, height: int, width: int, frames: int) -> int:
     """Container and header bits of a stream (everything but the three sections' payloads)."""
-    empty = {"positions": b"", "weights": b"", "side": b""}
     header = _header(arch, levels, kept, height, width, frames)
-    return 8 * len(bitstream.pack("nerv-pruned", NeRVPruned.version, header, empty))
+    return framing_bits(NeRVPruned.name, NeRVPruned.version, header, ("positions", "weights", "side"))
 
 
 def binary_entropy(q: float) -> float:
@@ -295,12 +283,7 @@ def size_network(base: NeRVPrunedConfig, info: SeqInfo, target_bpp: float) -> Ne
     smallest = dataclasses.replace(
         base, stem_dims=ones, fc_dim=1, lower_width=1, start=grid[0], strides=grid[1]
     )
-    if predicted(smallest) > target * (1 + RATE_TOLERANCE / 2):
-        raise MethodError(
-            f"nerv-pruned cannot reach {target_bpp:g} bpp on {info.width}x{info.height}x{info.num_frames}: "
-            f"its smallest network codes to about {predicted(smallest) / info.pixels:.3g} bpp; "
-            "choose a higher target"
-        )
+    NeRVPruned().refuse_unreachable(predicted(smallest), info, target_bpp)
     dense_bpp, best = target_bpp, None
     for _ in range(SIZING_ROUNDS):
         try:
@@ -316,16 +299,14 @@ def size_network(base: NeRVPrunedConfig, info: SeqInfo, target_bpp: float) -> Ne
             break
         dense_bpp *= target / bits
     if best is None or abs(best[0] / target - 1) > RATE_TOLERANCE / 2:
-        raise MethodError(
-            f"nerv-pruned found no network within 5 % of {target_bpp:g} bpp on this clip; try a nearby target"
-        )
+        raise NeRVPruned().no_shape_found(target_bpp, RATE_TOLERANCE / 2)
     return best[1]
 
 
 # --- the method ------------------------------------------------------------------------------------------------
 
 
-class NeRVPruned(Method):
+class NeRVPruned(NeRVFamilyMethod):
     name = "nerv-pruned"
     version = "1"
     description = (
@@ -334,6 +315,7 @@ class NeRVPruned(Method):
     Config = NeRVPrunedConfig
     rate_ladder: ClassVar[tuple[float, ...]] = (0.05, 0.1, 0.2)
     trains = True
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> NeRVPrunedConfig:
         sized = size_network(self.base_config, clip.info, target_bpp)
@@ -342,14 +324,8 @@ class NeRVPruned(Method):
     def fit(self, frames: np.ndarray, config: NeRVPrunedConfig, ctx: Context) -> NeRVPrunedState:
         config.validate()
         arch = config.architecture()
-        if arch.output_size != tuple(frames.shape[1:3]):
-            raise MethodError(
-                f"nerv-pruned config renders {arch.output_size[1]}x{arch.output_size[0]} but the clip is "
-                f"{frames.shape[2]}x{frames.shape[1]}; plan the config on this clip"
-            )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
-            model = build_generator(arch)  # initialised on the CPU: the same weights on every device
+        self.check_frame_size(arch.output_size, frames)
+        model = self.seeded(lambda: build_generator(arch), ctx.seed)
         dense_epochs, tune_epochs = config.epoch_split(config.epochs or ctx.budget.epochs)
         limit = ctx.time_limit_s
         share = config.finetune_fraction if tune_epochs else 0.0
@@ -363,7 +339,7 @@ class NeRVPruned(Method):
             model,
             frames,
             ctx,
-            epochs=TIMED_EPOCHS if limit else dense_epochs,
+            epochs=self.epochs_for(dense_epochs, ctx),
             warmup=config.warmup,
             time_limit_s=limit * (1 - share) if limit else None,
             checkpoint=checkpoint.with_name("dense.pt"),
@@ -378,7 +354,7 @@ class NeRVPruned(Method):
                 model,
                 frames,
                 ctx,
-                epochs=TIMED_EPOCHS if limit else tune_epochs,
+                epochs=self.epochs_for(tune_epochs, ctx),
                 warmup=config.finetune_warmup,
                 time_limit_s=limit * share if limit else None,
                 checkpoint=checkpoint.with_name("finetune.pt"),
@@ -394,7 +370,7 @@ class NeRVPruned(Method):
 
     def decode(self, data: bytes, info: SeqInfo, ctx: Context) -> np.ndarray:
         arch, weights, frames = decode_weights(data, info)
-        return render_weights(arch, weights, frames, ctx.device).numpy()
+        return render_weights(arch, weights, frames, ctx.device, RENDER_BATCH).numpy()
 
     def stats(self, state: NeRVPrunedState) -> dict[str, Any]:
         coded = state.coding or code_network(state).stats

@@ -5,6 +5,8 @@ trained level map lambda and the layer's constant c. Everything but the scales i
 `methods.supermask_learned` through `methods.nerv_family.supermask_base`.
 """
 
+from typing import ClassVar
+
 from methods.nerv_family.supermask_base import SupermaskMethod
 
 
@@ -12,4 +14,7 @@ class SupermaskFixed(SupermaskMethod):
     name = "supermask-fixed"
     version = "1"
     description = "random NeRV, trained nested masks with one fixed scale per layer (multicoated supermasks)"
+    rate_ladder: ClassVar[tuple[float, ...]] = (0.1, 0.2, 0.4)
+    trains = True
+    requires: ClassVar[tuple[str, ...]] = ()
     scale_mode = "fixed"

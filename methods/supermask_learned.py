@@ -6,6 +6,8 @@ stream holds the seed, the level maps and the alphas; everything else is shared 
 `methods.supermask_fixed` through `methods.nerv_family.supermask_base`.
 """
 
+from typing import ClassVar
+
 from methods.nerv_family.supermask_base import SupermaskMethod
 
 
@@ -13,4 +15,7 @@ class SupermaskLearned(SupermaskMethod):
     name = "supermask-learned"
     version = "1"
     description = "random NeRV, trained nested masks and learned per-level scales (the seed paper)"
+    rate_ladder: ClassVar[tuple[float, ...]] = (0.1, 0.2, 0.4)
+    trains = True
+    requires: ClassVar[tuple[str, ...]] = ()
     scale_mode = "learned"

@@ -15,9 +15,8 @@ from bench import bitstream
 from bench.budgets import get_budget
 from bench.contract import Clip, Context, SeqInfo
 from bench.errors import BitstreamError, MethodError
-from methods.nerv_dense import render_weights
 from methods.nerv_family import coding
-from methods.nerv_family.backbones.nerv import NeRVConfig, NeRVGenerator, parameter_shapes
+from methods.nerv_family.backbones.nerv import NeRVConfig, NeRVGenerator, parameter_shapes, render_weights
 from methods.nerv_family.masks.pruning import (
     apply_masks,
     build_generator,

@@ -7,6 +7,9 @@ render the stated frame size and may not hold more weights than the clip has sam
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from bench import bitstream
 from bench.contract import SeqInfo
 from bench.errors import BitstreamError, MethodError
@@ -15,6 +18,11 @@ from methods.nerv_family.backbones.nerv import NeRVConfig, count_parameters
 MAX_FRAMES = 100_000
 MAX_SIDE = 16_384
 MAX_PARAMETERS = 200_000_000
+
+
+def network_header(arch: Any, height: int, width: int, frames: int, **parts: Any) -> dict[str, Any]:
+    """A family stream's header: the architecture, the clip's size, and each method's own parts."""
+    return {"arch": dataclasses.asdict(arch), **parts, "width": width, "height": height, "frames": frames}
 
 
 def read_network_header(stream: bitstream.Stream, info: SeqInfo | None) -> tuple[NeRVConfig, int]:

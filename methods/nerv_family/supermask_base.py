@@ -14,9 +14,17 @@ import torch
 
 from bench import bitstream
 from bench.budgets import Budget
-from bench.contract import Clip, Context, Method, SeqInfo
+from bench.contract import Clip, Context, SeqInfo
 from bench.errors import BitstreamError, MethodError
 from methods.nerv_family import coding
+from methods.nerv_family.adapter import (
+    CODER_FINAL_BITS,
+    RENDER_BATCH,
+    NeRVFamilyMethod,
+    bisect_integer,
+    closest_shape,
+    framing_bits,
+)
 from methods.nerv_family.backbones.nerv import (
     NeRVConfig,
     NeRVGenerator,
@@ -24,7 +32,7 @@ from methods.nerv_family.backbones.nerv import (
     choose_grid,
     render,
 )
-from methods.nerv_family.header import read_network_header
+from methods.nerv_family.header import network_header, read_network_header
 from methods.nerv_family.masks.layers import (
     layer_alphas,
     level_maps,
@@ -36,11 +44,8 @@ from methods.nerv_family.masks.masked_nerv import build_generator, masked_shapes
 from methods.nerv_family.masks.settings import MaskSettings, kept_counts
 from methods.nerv_family.training import TrainResult, train, with_budget_schedule
 
-RATE_TOLERANCE = 0.10
 SIZE_AIM = 0.02  # the size is predictable: aim within 2 %
-RENDER_BATCH = 4
-TIMED_EPOCHS = 1_000_000  # under a wall-clock limit the clock, not the epoch count, ends training
-CODER_SLACK_BITS = 64  # the range coder's final words
+CODER_SLACK_BITS = CODER_FINAL_BITS  # the level maps' range coder ends on its final words
 # The range coder's excess over the exact code length, per symbol: measured 1.2e-4 bits on 3M-symbol maps.
 CODER_EXCESS_PER_SYMBOL = 1e-3
 MAX_SEED = 1 << 63  # job seeds are 63-bit; a larger one is forged (and would build another network)
@@ -60,14 +65,14 @@ class SupermaskConfig:
     epochs: int | None = None  # None: the budget's
     warmup: float | None = None  # None: the budget's
     # Base shape (NeRV-S); `plan` scales the stem, C0 and the lower width together to the target rate.
-    stem_dims: tuple[int, ...] = (512,)
-    fc_dim: int = 26
-    lower_width: int = 96
-    expansion: float = 1.0
-    reduction: int = 2
-    embed_base: float = 1.25
-    embed_levels: int = 40
-    activation: str = "gelu"
+    stem_dims: tuple[int, ...] = (512,)  # hidden widths of the MLP stem of the base shape (NeRV-S)
+    fc_dim: int = 26  # C0: channels of the stem's output grid in the base shape (NeRV-S)
+    lower_width: int = 96  # the narrowest conv width of the base shape (NeRV-S)
+    expansion: float = 1.0  # C1 = C0 * expansion
+    reduction: int = 2  # each block's width is the previous one // reduction, down to the lower width
+    embed_base: float = 1.25  # b of the positional encoding
+    embed_levels: int = 40  # l: frequencies of the positional encoding (2l stem inputs)
+    activation: str = "gelu"  # gelu, relu, silu or leaky
     start: tuple[int, int] = (9, 16)  # preferred stem grid; other aspect ratios get their own
     strides: tuple[int, ...] = ()  # empty: chosen from the clip size
     width: float = 1.0  # width factor of the sized shape relative to the base (set by `plan`)
@@ -106,8 +111,7 @@ def _header(
         "scale": settings.scale_rule,
         "seed": seed,
     }
-    arch_fields = {f.name: getattr(arch, f.name) for f in dataclasses.fields(arch)}  # flat: no deep copy
-    return {"arch": arch_fields, "masks": masks, "width": width, "height": height, "frames": frames}
+    return network_header(arch, height, width, frames, masks=masks)
 
 
 def mask_bits(arch: NeRVConfig, settings: MaskSettings) -> float:
@@ -131,9 +135,7 @@ def predicted_bits(
     if settings.scale_mode == "learned":
         sections["scales"] = b""
         scale_bits = 32 * settings.num_levels * len(masked_shapes(arch))
-    framing = 8 * len(
-        bitstream.pack(method, version, _header(arch, settings, 0, height, width, frames), sections)
-    )
+    framing = framing_bits(method, version, _header(arch, settings, 0, height, width, frames), sections)
     return mask_bits(arch, settings) + CODER_SLACK_BITS + scale_bits + framing
 
 
@@ -151,7 +153,7 @@ def _scaled(base: SupermaskConfig, width: float, stem: int, start: tuple[int, in
     )
 
 
-class SupermaskMethod(Method):
+class SupermaskMethod(NeRVFamilyMethod):
     """Adapter shared by both variants; `scale_mode` ("fixed" or "learned") is their only difference."""
 
     scale_mode: ClassVar[str]
@@ -182,30 +184,20 @@ class SupermaskMethod(Method):
                 self.version,
             )
 
-        smallest = _scaled(base, 1e-9, 1, start, strides)
-        if size(smallest) > target * (1 + RATE_TOLERANCE / 2):
-            raise MethodError(
-                f"{self.name} cannot reach {target_bpp:g} bpp on {info.width}x{info.height}x{info.num_frames}: "
-                f"its smallest network codes to about {size(smallest) / info.pixels:.3g} bpp; choose a higher target"
-            )
-        best: tuple[float, SupermaskConfig] | None = None
-        for width in np.geomspace(1e-3, 16.0, 160):
-            lo, hi = 1, 1 << 16  # stem width: size grows with it
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if size(_scaled(base, width, mid, start, strides)) <= target else (lo, mid)
-            for stem in (lo, hi):
-                cfg = _scaled(base, width, stem, start, strides)
-                if abs(size(cfg) / target - 1) > SIZE_AIM:
-                    continue
-                score = abs(math.log(stem / base_stem / width)) if base.stem_dims else 0.0
-                if best is None or score < best[0]:
-                    best = (score, cfg)
+        self.refuse_unreachable(size(_scaled(base, 1e-9, 1, start, strides)), info, target_bpp)
+
+        def bracket(width: float) -> list[SupermaskConfig]:
+            below = lambda stem: size(_scaled(base, width, stem, start, strides)) <= target  # noqa: E731
+            stems = bisect_integer(below, 1, 1 << 16)  # stem width: size grows with it
+            return [_scaled(base, width, stem, start, strides) for stem in stems]
+
+        def score(cfg: SupermaskConfig, width: float, miss: float) -> float:
+            return abs(math.log(cfg.stem_dims[0] / base_stem / width)) if base.stem_dims else 0.0
+
+        best = closest_shape(np.geomspace(1e-3, 16.0, 160), bracket, size, target, SIZE_AIM, score)
         if best is None:
-            raise MethodError(
-                f"{self.name} found no network within 2 % of {target_bpp:g} bpp on this clip; try a nearby target"
-            )
-        return best[1]
+            raise self.no_shape_found(target_bpp, SIZE_AIM)
+        return best
 
     def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> SupermaskConfig:
         return self.plan_from(self.base_config, clip, target_bpp, budget)
@@ -219,20 +211,15 @@ class SupermaskMethod(Method):
     # -- fit ---------------------------------------------------------------------------------------------
     def fit(self, frames: np.ndarray, config: SupermaskConfig, ctx: Context) -> SupermaskState:
         arch = config.architecture()
-        if arch.output_size != tuple(frames.shape[1:3]):
-            raise MethodError(
-                f"{self.name} config renders {arch.output_size[1]}x{arch.output_size[0]} but the clip is "
-                f"{frames.shape[2]}x{frames.shape[1]}; plan the config on this clip"
-            )
+        self.check_frame_size(arch.output_size, frames)
         settings = config.mask_settings(self.scale_mode)
         model = build_generator(arch, settings, ctx.seed)
         groups = parameter_groups(model, self.scale_mode, config.score_lr, config.alpha_lr)
-        epochs = config.epochs or ctx.budget.epochs
         result = train(
             model,
             frames,
             ctx,
-            epochs=TIMED_EPOCHS if ctx.time_limit_s else epochs,
+            epochs=self.epochs_for(config.epochs or ctx.budget.epochs, ctx),
             lr=config.score_lr,
             batch_size=config.batch_size or ctx.budget.batch_size,
             loss="mse",

@@ -44,9 +44,9 @@ class NeRVConfig:
     fc_dim: int = 26  # C0: channels of the stem's output grid
     expansion: float = 1.0  # C1 = C0 * expansion
     reduction: int = 2  # C_i = max(C_{i-1} // reduction, lower_width)
-    lower_width: int = 96
-    strides: tuple[int, ...] = (5, 2, 2, 2, 2)
-    activation: str = "gelu"
+    lower_width: int = 96  # the narrowest conv width
+    strides: tuple[int, ...] = (5, 2, 2, 2, 2)  # upscaling factor of each block
+    activation: str = "gelu"  # gelu, relu, silu or leaky
     output: str = "tanh"  # "tanh": (tanh(x) + 1) / 2 as NeRV; "sigmoid"
 
     def __post_init__(self) -> None:
@@ -222,14 +222,14 @@ class NeRVShape:
     the shape to the target rate through `width`. Why these defaults: `NeRVDenseConfig`.
     """
 
-    stem_dims: tuple[int, ...] = (512,)
-    fc_dim: int = 26  # C0
-    lower_width: int = 48
-    expansion: float = 1.0
-    reduction: int = 2
-    embed_base: float = 1.25
-    embed_levels: int = 40
-    activation: str = "gelu"
+    stem_dims: tuple[int, ...] = (512,)  # hidden widths of the MLP stem of the base shape (NeRV-S: 512)
+    fc_dim: int = 26  # C0: channels of the stem's output grid in the base shape (NeRV-S: 26)
+    lower_width: int = 48  # the narrowest conv width of the base shape (NeRV-S: 96)
+    expansion: float = 1.0  # C1 = C0 * expansion
+    reduction: int = 2  # each block's width is the previous one // reduction, down to the lower width
+    embed_base: float = 1.25  # b of the positional encoding
+    embed_levels: int = 40  # l: frequencies of the positional encoding (2l stem inputs)
+    activation: str = "gelu"  # gelu, relu, silu or leaky
     stem_per_frame: float = 0.5  # last stem width at most this x frames (0: no cap)
     start: tuple[int, int] = (9, 16)  # preferred stem grid; other aspect ratios get their own
     strides: tuple[int, ...] = ()  # empty: chosen from the clip size
@@ -305,6 +305,10 @@ class NeRVGenerator(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = conv_layer(c_in, 3, kernel_size=1)
 
+    def batch_input(self, times: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """What a training batch feeds the network: its frames' times (the frames are only the target)."""
+        return times
+
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         x = self.encoding(t)
         for linear in self.stem:
@@ -358,3 +362,12 @@ def parameter_shapes(config: NeRVConfig) -> dict[str, tuple[int, ...]]:
     shapes["head.weight"] = (3, c_in, 1, 1)
     shapes["head.bias"] = (3,)
     return shapes
+
+
+def render_weights(
+    arch: NeRVConfig, weights: dict[str, torch.Tensor], frames: int, device: str, batch_size: int = 4
+) -> torch.Tensor:
+    """uint8 frames (T, H, W, 3) of the network with exactly these weights (the decoders' renderer)."""
+    model = NeRVGenerator(arch)
+    model.load_state_dict(weights, strict=True)
+    return render(model.to(device), frames, batch_size=batch_size, device=device)
