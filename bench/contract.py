@@ -89,6 +89,12 @@ class Context:
         return self.workdir / "checkpoint.pt"
 
 
+class PerfSection(Protocol):
+    """A method's timing for `bench perf`: prints each measurement beside its baseline, returns them."""
+
+    def __call__(self, device: str, repeats: int) -> dict[str, Any]: ...
+
+
 class FitFailed(Exception):
     """Raised by `fit` when training cannot go on (for example a NaN loss); the job is recorded as failed."""
 
@@ -139,6 +145,14 @@ class Method(ABC):
 
     def stats(self, state: Any) -> dict[str, Any]:
         """Facts about a fitted state for the record (parameters, non-zeros, epochs, ...); optional."""
+        return {}
+
+    @classmethod
+    def perf_sections(cls) -> dict[str, PerfSection]:
+        """The method's own timings for `bench perf`: section name -> function; optional.
+
+        Methods that share a timing return the same function, and `bench perf` runs it once.
+        """
         return {}
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench import bitstream
-from bench.contract import RATE_TOLERANCE, Context, Method, SeqInfo
+from bench.contract import RATE_TOLERANCE, Context, Method, PerfSection, SeqInfo
 from bench.errors import MethodError
 
 RENDER_BATCH = 4  # frames a render step decodes (the encoder side and the decoder render alike)
@@ -118,6 +118,17 @@ class NeRVFamilyMethod(Method):
     def epochs_for(epochs: int, ctx: Context) -> int:
         """The epoch count to train for: under a wall-clock limit the clock ends training, not the count."""
         return TIMED_EPOCHS if ctx.time_limit_s else epochs
+
+    # -- bench perf ----------------------------------------------------------------------------------------
+    @classmethod
+    def perf_sections(cls) -> dict[str, PerfSection]:
+        from methods.nerv_family import timing
+
+        return {
+            "train": timing.train_section,
+            "coding": timing.coding_section,
+            "decode": timing.decode_section,
+        }
 
     # -- streams -------------------------------------------------------------------------------------------
     def framing_bits(self, header: dict[str, Any], sections: Iterable[str]) -> int:

@@ -14,7 +14,7 @@ import torch
 
 from bench import bitstream
 from bench.budgets import Budget
-from bench.contract import Clip, Context, SeqInfo
+from bench.contract import Clip, Context, PerfSection, SeqInfo
 from bench.errors import BitstreamError, MethodError
 from methods.nerv_family import coding
 from methods.nerv_family.adapter import (
@@ -160,6 +160,12 @@ class SupermaskMethod(NeRVFamilyMethod):
     Config = SupermaskConfig
     rate_ladder: ClassVar[tuple[float, ...]] = (0.1, 0.2, 0.4)
     trains = True
+
+    @classmethod
+    def perf_sections(cls) -> dict[str, PerfSection]:
+        from methods.nerv_family import timing
+
+        return {**super().perf_sections(), "masks": timing.masks_section}
 
     # -- plan --------------------------------------------------------------------------------------------
     def size_network(self, base: SupermaskConfig, info: SeqInfo, target_bpp: float) -> SupermaskConfig:

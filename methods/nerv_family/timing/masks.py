@@ -1,4 +1,4 @@
-"""Timings of the NeRV family's own hot paths, for `bench perf` (reached through the adapters' perf hook)."""
+"""`bench perf masks`: a supermask training step against a dense one of the same architecture."""
 
 from __future__ import annotations
 
@@ -82,3 +82,47 @@ def perf_masks(
     out["learned_ratio"] = out["learned_ms"] / out["dense_ms"]
     out["masked_weights"] = float(sum(layer.weight.numel() for layer in layers))
     return out
+
+
+def perf_masks_section(targets: tuple[float, ...] = (0.1, 0.2, 0.4)) -> dict[str, Any]:
+    """Supermask vs dense training steps of the same architecture, at the training loop's precision.
+
+    The networks are the ones the supermask methods train on Bunny at the cpu budget (sized for each
+    target bpp), plus the NeRV-S-like shape of the train section for reference.
+    """
+    import numpy as np
+
+    from bench.budgets import get_budget
+    from bench.contract import Clip, SeqInfo
+    from methods.nerv_family.timing.train import PERF_BUDGET, perf_arch
+    from methods.nerv_family.training import resolve_precision
+    from methods.supermask_fixed import SupermaskFixed  # its plan sizes the networks the methods train
+
+    budget = get_budget(PERF_BUDGET)
+    precision = resolve_precision(budget.precision, torch.device("cpu"))
+    height, width = budget.size or (180, 320)
+    frames = budget.frames or 16
+    info = SeqInfo("bunny", width, height, frames, 25.0)  # sizing reads the clip's shape, not its pixels
+    clip = Clip(info, np.zeros((frames, height, width, 3), np.uint8))
+    networks = [
+        (f"sized for {t:g} bpp", SupermaskFixed().plan(clip, t, budget).architecture()) for t in targets
+    ]
+    networks.append(("NeRV-S-like", perf_arch((height, width))))
+    result: dict[str, Any] = {"precision": precision, "batch_size": budget.batch_size, "networks": {}}
+    print(
+        f"masks at {clip.info.width}x{clip.info.height}, {precision}, batch {budget.batch_size} "
+        "(steps interleaved, min of 40; NeRV-S-like 24):"
+    )
+    for label, arch in networks:
+        steps = 24 if label == "NeRV-S-like" else 40  # small networks: short steps, more of them
+        measured = perf_masks(arch, batch_size=budget.batch_size, steps=steps, precision=precision)
+        result["networks"][label] = measured
+        print(
+            f"  {label} ({int(measured['masked_weights']):,} masked weights): dense step "
+            f"{measured['dense_ms']:.1f} ms, supermask-fixed {measured['fixed_ms']:.1f} ms "
+            f"({measured['fixed_ratio']:.2f}x), supermask-learned {measured['learned_ms']:.1f} ms "
+            f"({measured['learned_ratio']:.2f}x); mask bookkeeping {measured['masks_ms']:.1f} ms, of which "
+            f"threshold selection {measured['selection_ms']:.1f} ms "
+            f"({measured['selection_ms'] / measured['learned_ms']:.0%} of the learned step)"
+        )
+    return result
