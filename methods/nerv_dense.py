@@ -38,6 +38,7 @@ from methods.nerv_family.backbones.nerv import (
     NeRVShape,
     choose_grid,
     count_parameters,
+    macs_per_pixel,
     parameter_shapes,
     render_weights,
 )
@@ -210,6 +211,7 @@ class NeRVDense(NeRVFamilyMethod):
         r = state.result
         out = {
             "parameters": count_parameters(state.config.architecture()),
+            "macs_per_pixel": macs_per_pixel(state.config.architecture()),
             "stem_dims": list(state.config.stem_dims),
             "fc_dim": state.config.fc_dim,
             "lower_width": state.config.lower_width,

@@ -51,6 +51,7 @@ from methods.nerv_family.backbones.nerv import (
     NeRVShape,
     choose_grid,
     count_parameters,
+    macs_per_pixel,
     parameter_shapes,
     render_weights,
 )
@@ -378,6 +379,7 @@ class NeRVPruned(NeRVFamilyMethod):
         last = tuned or dense
         return {
             "parameters": count_parameters(state.config.architecture()),
+            "macs_per_pixel": macs_per_pixel(state.config.architecture()),
             "nonzeros": coded["nonzeros"],  # of the decoded network, biases included
             "sparsity": round(1 - coded["kept_weights"] / coded["prunable_weights"], 6),
             "kept_weights": coded["kept_weights"],

@@ -30,6 +30,7 @@ from methods.nerv_family.backbones.nerv import (
     NeRVGenerator,
     architecture_of,
     choose_grid,
+    macs_per_pixel,
     render,
 )
 from methods.nerv_family.header import network_header, read_network_header
@@ -329,6 +330,7 @@ class SupermaskMethod(NeRVFamilyMethod):
         relative = state.alphas / init
         out = {
             "masked_weights": int(symbols.numel()),
+            "macs_per_pixel": macs_per_pixel(state.config.architecture()),
             "level_fractions": [round(float(c) / symbols.numel(), 5) for c in counts],
             "stem_dims": list(state.config.stem_dims),
             "fc_dim": state.config.fc_dim,

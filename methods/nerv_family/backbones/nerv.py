@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from bench.errors import MethodError
+from methods.nerv_family.backbones.fields import strict_fields
+from methods.nerv_family.backbones.render import render_inputs
 
 MAX_PRIME_STRIDE = (
     7  # a stride s costs a conv with s^2 times the output channels; larger primes are not useful
@@ -111,35 +113,7 @@ class NeRVConfig:
         Only the exact JSON types an encoder writes pass (a bool is not an int, a string or a float is not
         a size), so a forged header cannot be coerced into a different network.
         """
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        if not isinstance(data, dict) or set(data) != set(fields):
-            raise ValueError("architecture fields do not match")
-
-        def integer(v: Any) -> int:
-            if type(v) is not int:
-                raise ValueError(f"{v!r} is not an integer")
-            return v
-
-        def number(v: Any) -> float:
-            if type(v) not in (int, float) or not math.isfinite(v):
-                raise ValueError(f"{v!r} is not a finite number")
-            return float(v)
-
-        def integers(v: Any) -> tuple[int, ...]:
-            if not isinstance(v, list):
-                raise ValueError(f"{v!r} is not a list")
-            return tuple(integer(x) for x in v)
-
-        def text(v: Any) -> str:
-            if not isinstance(v, str):
-                raise ValueError(f"{v!r} is not a string")
-            return v
-
-        parse = {int: integer, float: number, str: text}
-        values = {}
-        for name, kind in fields.items():
-            kind = kind if isinstance(kind, type) else {"int": int, "float": float, "str": str}.get(kind)
-            values[name] = parse[kind](data[name]) if kind in parse else integers(data[name])
+        values = strict_fields(cls, data)
         if len(values["start"]) != 2:
             raise ValueError("start must hold two sizes")
         config = cls(**values)
@@ -246,6 +220,24 @@ class NeRVShape:
 SHAPE_FIELDS = tuple(f.name for f in dataclasses.fields(NeRVShape))
 
 
+def decode_macs(config: NeRVConfig) -> int:
+    """Multiply-accumulates of the generator for one frame, from the architecture (the positional encoding's
+    sines and the activations are not counted)."""
+    dims = [config.embed_length, *config.stem_dims, config.start[0] * config.start[1] * config.fc_dim]
+    macs = sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    (h, w), c_in = config.start, config.fc_dim
+    for c_out, stride in zip(config.channels(), config.strides, strict=True):
+        macs += c_in * c_out * stride * stride * 9 * h * w  # the 3x3 conv runs before the shuffle
+        h, w, c_in = h * stride, w * stride, c_out
+    return macs + c_in * 3 * h * w
+
+
+def macs_per_pixel(config: NeRVConfig) -> float:
+    """`decode_macs` per output pixel, as the records report it."""
+    height, width = config.output_size
+    return round(decode_macs(config) / (height * width), 2)
+
+
 def count_parameters(config: NeRVConfig) -> int:
     """Parameters of the network described by `config`, without building it."""
     return sum(math.prod(shape) for shape in parameter_shapes(config).values())
@@ -328,23 +320,11 @@ def frame_times(num_frames: int) -> torch.Tensor:
     return torch.arange(num_frames, dtype=torch.float32) / num_frames
 
 
-@torch.no_grad()
 def render(
     model: nn.Module, num_frames: int, batch_size: int = 4, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
-    """All frames as uint8 (T, H, W, 3) on the CPU: round(255 * out), clamped.
-
-    Both the training process and the decoder render through this one function (same batch size, same
-    device, same memory layout), which is what makes a decode bit-identical to the quantized model seen in
-    training. Channels-last convolutions render ~2x faster than NCHW on the CPU (180x320 and 1080p).
-    """
-    model.to(memory_format=torch.channels_last).eval()
-    times = frame_times(num_frames)
-    chunks = []
-    for i in range(0, num_frames, batch_size):
-        out = model(times[i : i + batch_size].to(device))
-        chunks.append((out * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
-    return torch.cat(chunks)
+    """All frames as uint8 (T, H, W, 3) on the CPU, through `render_inputs` on the frame times."""
+    return render_inputs(model, frame_times(num_frames), batch_size, device)
 
 
 def parameter_shapes(config: NeRVConfig) -> dict[str, tuple[int, ...]]:
