@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from methods.nerv_family.timing.coding import perf_coding
-from methods.nerv_family.timing.train import perf_train
+from methods.nerv_family.timing.train import perf_train, perf_train_hnerv
 
 
 def test_coded_size_stays_within_one_percent_of_the_entropy_bound(capsys: pytest.CaptureFixture) -> None:
@@ -73,3 +73,9 @@ def test_bench_reaches_method_timings_through_the_registry_only() -> None:
             assert not leaked or path.name == "registry.py", f"{path.name} imports {leaked}"
     found = {section: method_sections(section) for section in SECTIONS if section != "metrics"}
     assert all(len(timings) == 1 for timings in found.values()), found  # shared timings run once
+
+
+def test_train_section_times_hnerv_against_its_plain_loop(capsys: pytest.CaptureFixture) -> None:
+    result = perf_train_hnerv(size=(72, 128), repeats=1)
+    assert result["plain_fps"] > 0 and result["ratio"] == pytest.approx(result["fps"] / result["plain_fps"])
+    assert "hnerv" in capsys.readouterr().out

@@ -10,10 +10,14 @@ from typing import Any
 
 
 def train_section(device: str, repeats: int) -> dict[str, Any]:
-    """Training frames/s of the family's loops against plain loops (`timing.train`)."""
-    from methods.nerv_family.timing.train import perf_train
+    """Training frames/s of the family's loops against plain loops (`timing.train`): NeRV's at two sizes,
+    hnerv's at the cpu size."""
+    from methods.nerv_family.timing.train import perf_train, perf_train_hnerv
 
-    return perf_train(device=device, repeats=repeats)
+    return {
+        "nerv": perf_train(device=device, repeats=repeats),
+        "hnerv": perf_train_hnerv(device=device, repeats=repeats),
+    }
 
 
 def masks_section(device: str, repeats: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ PERF_LOWER_WIDTH = 96
 PERF_FRAMES = 8
 PERF_SIZES = ((180, 320), (360, 640))  # the cpu budget's size and one larger
 PERF_BUDGET = "cpu"  # the suite's loops run with this budget's batch size and precision
+HNERV_BPP = 0.2  # hnerv is timed on the network it trains at this rate and the cpu budget's size
 # (name, precision): the suite's loops timed against the plain one; None = the budget's precision
 SUITE_LOOPS: tuple[tuple[str, str | None], ...] = (
     ("nerv-dense", "fp32"),
@@ -37,13 +38,28 @@ def perf_arch(size: tuple[int, int]):
     )
 
 
-def _perf_model(size: tuple[int, int]):
+def hnerv_arch(size: tuple[int, int], target_bpp: float = HNERV_BPP):
+    """The network hnerv trains at `target_bpp` on a clip of `size` and the cpu budget's frame count."""
+    from bench.budgets import get_budget
+    from bench.contract import Clip, SeqInfo
+    from methods.hnerv import HNeRVMethod  # its plan sizes the network the method trains
+
+    budget = get_budget(PERF_BUDGET)
+    frames = budget.frames or 16
+    info = SeqInfo("bunny", size[1], size[0], frames, 25.0)  # sizing reads the clip's shape, not its pixels
+    clip = Clip(info, np.zeros((frames, size[0], size[1], 3), np.uint8))
+    return HNeRVMethod().plan(clip, target_bpp, budget).architecture()
+
+
+def _perf_model(size: tuple[int, int], network: str = "nerv"):
     import torch
 
+    from methods.nerv_family.backbones.hnerv import HNeRVModel
     from methods.nerv_family.backbones.nerv import NeRVGenerator
 
+    arch = hnerv_arch(size) if network == "hnerv" else perf_arch(size)
     torch.manual_seed(0)
-    return NeRVGenerator(perf_arch(size))
+    return HNeRVModel(arch) if network == "hnerv" else NeRVGenerator(arch)
 
 
 def _frames(size: tuple[int, int]) -> np.ndarray:
@@ -51,14 +67,17 @@ def _frames(size: tuple[int, int]) -> np.ndarray:
     return rng.integers(0, 256, size=(PERF_FRAMES, size[0], size[1], 3), dtype=np.uint8)
 
 
-def _plain_train(frames: np.ndarray, size: tuple[int, int], epochs: int, lr: float) -> list[float]:
-    """The obvious loop: NCHW, per-step copy of one frame from the host, for-loop Adam, batch 1.
+def _plain_train(
+    frames: np.ndarray, size: tuple[int, int], epochs: int, lr: float, network: str = "nerv"
+) -> list[float]:
+    """The obvious loop: NCHW, fp32, per-step copy of one frame from the host, for-loop Adam, batch 1; the
+    network is fed the frame's time (NeRV) or the frame itself (HNeRV).
 
     Returns the seconds of each epoch (one pass over the frames in a shuffled order).
     """
     import torch
 
-    model = _perf_model(size)
+    model = _perf_model(size, network)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999), foreach=False, fused=False)
     count = len(frames)
     rng = np.random.default_rng(0)
@@ -68,7 +87,7 @@ def _plain_train(frames: np.ndarray, size: tuple[int, int], epochs: int, lr: flo
         for i in rng.permutation(count):
             target = torch.from_numpy(frames[i]).permute(2, 0, 1)[None].float() / 255
             t = torch.tensor([i / count], dtype=torch.float32)
-            loss = torch.nn.functional.mse_loss(model(t), target)
+            loss = torch.nn.functional.mse_loss(model(target if network == "hnerv" else t), target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -109,6 +128,8 @@ def _suite_train(
     groups, lr = None, budget.lr
     if loop == "nerv-dense":
         model = _perf_model(size)
+    elif loop == "hnerv":
+        model = _perf_model(size, "hnerv")
     else:
         scale_mode = loop.removeprefix("supermask-")
         defaults = SupermaskConfig()
@@ -148,13 +169,66 @@ def _measure(
     best: dict[Loop, tuple[float, str]] = {}
     for _ in range(rounds):
         for loop, precision in loops:
-            if loop == "plain":
-                seconds, used = _plain_train(frames, size, epochs + 1, 5e-4)[1:], "fp32"
+            if loop.startswith("plain"):
+                network = "hnerv" if loop == "plain-hnerv" else "nerv"
+                seconds, used = _plain_train(frames, size, epochs + 1, 5e-4, network)[1:], "fp32"
             else:
                 seconds, used = _suite_train(loop, frames, size, epochs + 1, device, precision)
             fps = len(frames) / min(seconds)
             best[loop, precision] = (max(fps, best.get((loop, precision), (0.0, used))[0]), used)
     return best
+
+
+def _alternate(
+    plain: Loop, suite: tuple[Loop, ...], size: tuple[int, int], device: str, repeats: int, epochs: int = 2
+) -> tuple[dict[Loop, float], dict[Loop, str]]:
+    """Best frames/s and precision of each loop over `repeats` alternations of a plain and a suite process."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    best: dict[Loop, float] = {}
+    used: dict[Loop, str] = {}
+    for _ in range(repeats):
+        for loops in ((plain,), suite):
+            with spawn.Pool(1) as pool:
+                measured = pool.apply(_measure, (loops, size, device, epochs))
+            for key, (fps, precision) in measured.items():
+                best[key] = max(best.get(key, 0.0), fps)
+                used[key] = precision
+    return best, used
+
+
+def perf_train_hnerv(
+    size: tuple[int, int] = PERF_SIZES[0], device: str = "cpu", repeats: int = 2
+) -> dict[str, Any]:
+    """Training frames/s of hnerv's loop against the plain loop, on the network hnerv trains at the cpu size.
+
+    As `perf_train`: separate fresh processes, alternating, best epoch; the suite's loop runs at the cpu
+    budget's batch size and precision (channels-last, fused Adam, bf16 autocast where the CPU has it).
+    """
+    from bench.budgets import get_budget
+
+    budget = get_budget(PERF_BUDGET)
+    arch = hnerv_arch(size)
+    suite = (("hnerv", None),)
+    best, used = _alternate(("plain-hnerv", "fp32"), suite, size, device, repeats)
+    base, fps = best["plain-hnerv", "fp32"], best["hnerv", None]
+    label = f"{size[1]}x{size[0]}"
+    how = f"{used['hnerv', None]} (budget {PERF_BUDGET}: {budget.precision})"
+    print(
+        f"train at {label} on {device}, the hnerv network sized for {HNERV_BPP:g} bpp (C0 {arch.fc_dim}, lower "
+        f"width {arch.lower_width}, encoder width {arch.enc_width}), best epoch of {repeats} alternating runs:\n"
+        f"  plain loop (fp32, NCHW, for-loop Adam, per-step host copy, batch 1): {base:.2f} frames/s\n"
+        f"  hnerv, {how}, batch {budget.batch_size}: {fps:.2f} frames/s  ({fps / base:.2f}x)"
+    )
+    return {
+        "device": device,
+        "size": label,
+        "plain_fps": base,
+        "fps": fps,
+        "ratio": fps / base,
+        "precision": used["hnerv", None],
+    }
 
 
 def perf_train(
@@ -168,12 +242,9 @@ def perf_train(
     are suite / plain (above 1 = the suite is faster), and supermask / nerv-dense step time at the same
     precision.
     """
-    import multiprocessing
-
     from bench.budgets import get_budget
 
     budget = get_budget(PERF_BUDGET)
-    spawn = multiprocessing.get_context("spawn")
     result: dict[str, Any] = {
         "device": device,
         "repeats": repeats,
@@ -181,16 +252,7 @@ def perf_train(
         "sizes": {},
     }
     for size in sizes:
-        epochs = 2
-        best: dict[Loop, float] = {}
-        used: dict[Loop, str] = {}
-        for _ in range(repeats):
-            for loops in ((("plain", "fp32"),), SUITE_LOOPS):
-                with spawn.Pool(1) as pool:
-                    measured = pool.apply(_measure, (loops, size, device, epochs))
-                for key, (fps, precision) in measured.items():
-                    best[key] = max(best.get(key, 0.0), fps)
-                    used[key] = precision
+        best, used = _alternate(("plain", "fp32"), SUITE_LOOPS, size, device, repeats)
         base = best["plain", "fp32"]
         dense = best["nerv-dense", None]
         label = f"{size[1]}x{size[0]}"
