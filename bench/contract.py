@@ -3,7 +3,7 @@
 A method is one class in one file of `methods/`. The harness calls, in order:
 
 1. ``plan(clip, target_bpp, budget) -> config``: the configuration whose encoded size lands at the target
-   rate (within +-10 %). NeRV-family methods know their size before training; codecs may bisect on the clip.
+   rate (within +-`RATE_TOLERANCE`, 10 %). NeRV-family methods know their size before training; codecs may bisect on the clip.
 2. ``fit(frames, config, ctx) -> state``: train or search; progress, checkpoints and device come from ``ctx``.
 3. ``encode(state) -> bytes``: a stream in the container of `bench.bitstream`; its sections give the breakdown.
 4. ``decode(data, info, ctx) -> frames``: on a fresh object, from the bytes alone; uint8 RGB (T, H, W, 3).
@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from bench.budgets import Budget
+
+RATE_TOLERANCE = 0.10  # `plan`'s promise: the encoded size lands within +-10 % of the target bpp
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,12 @@ class Context:
         return self.workdir / "checkpoint.pt"
 
 
+class PerfSection(Protocol):
+    """A method's timing for `bench perf`: prints each measurement beside its baseline, returns them."""
+
+    def __call__(self, device: str, repeats: int) -> dict[str, Any]: ...
+
+
 class FitFailed(Exception):
     """Raised by `fit` when training cannot go on (for example a NaN loss); the job is recorded as failed."""
 
@@ -143,6 +151,14 @@ class Method(ABC):
 
     def stats(self, state: Any) -> dict[str, Any]:
         """Facts about a fitted state for the record (parameters, non-zeros, epochs, ...); optional."""
+        return {}
+
+    @classmethod
+    def perf_sections(cls) -> dict[str, PerfSection]:
+        """The method's own timings for `bench perf`: section name -> function; optional.
+
+        Methods that share a timing return the same function, and `bench perf` runs it once.
+        """
         return {}
 
 

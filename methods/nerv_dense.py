@@ -22,30 +22,32 @@ import torch
 
 from bench import bitstream
 from bench.budgets import Budget
-from bench.contract import Clip, Context, Method, SeqInfo
-from bench.errors import BitstreamError, MethodError
-from methods import coding
-from methods.nerv import (
+from bench.contract import Clip, Context, SeqInfo
+from bench.errors import BitstreamError
+from methods.nerv_family import coding
+from methods.nerv_family.adapter import (
+    RENDER_BATCH,
+    NeRVFamilyMethod,
+    bisect_geometric,
+    closest_shape,
+    framing_bits,
+)
+from methods.nerv_family.backbones.nerv import (
     NeRVConfig,
     NeRVGenerator,
     NeRVShape,
     choose_grid,
     count_parameters,
+    macs_per_pixel,
     parameter_shapes,
-    render,
+    render_weights,
 )
-from methods.nerv_header import read_network_header
-from methods.training import TrainResult, train, with_budget_schedule
+from methods.nerv_family.coding import BITS_PER_WEIGHT_AT_8, SIDE_BITS_PER_TENSOR
+from methods.nerv_family.coding import TENSORS_SLACK_BITS as CODER_SLACK_BITS
+from methods.nerv_family.header import network_header, read_network_header
+from methods.nerv_family.training import TrainResult, train, with_budget_schedule
 
-# Coded bits per 8-bit weight after range coding: 6.5-6.6 measured on Bunny networks trained 300 epochs at
-# the cpu size (short runs code nearer 8 bits, long ones lower; rate control absorbs the difference).
-BITS_PER_WEIGHT_AT_8 = 6.6
-SIDE_BITS_PER_TENSOR = 100  # flags, float16 offset and scale, two float32 model parameters
-CODER_SLACK_BITS = 64 + 8  # the range coder's final word and the side section's byte padding
-RATE_TOLERANCE = 0.10
 PLAN_BAND = 0.05  # predicted size within 5 % of the target; rate control lands the rest
-RENDER_BATCH = 4
-TIMED_EPOCHS = 1_000_000  # under a wall-clock limit the clock, not the epoch count, ends training
 
 
 @dataclass(frozen=True)
@@ -78,21 +80,13 @@ class NeRVDenseState:
 
 
 def _header(arch: NeRVConfig, levels: int, height: int, width: int, frames: int) -> dict[str, Any]:
-    return {
-        "arch": dataclasses.asdict(arch),
-        "coding": {"levels": levels},
-        "width": width,
-        "height": height,
-        "frames": frames,
-    }
+    return network_header(arch, height, width, frames, coding={"levels": levels})
 
 
 def _framing_bits(arch: NeRVConfig, levels: int, height: int, width: int, frames: int) -> int:
     """Container and header bits of a stream (everything but the two coded sections' payloads)."""
-    empty = {"weights": b"", "side": b""}
-    return 8 * len(
-        bitstream.pack("nerv-dense", NeRVDense.version, _header(arch, levels, height, width, frames), empty)
-    )
+    header = _header(arch, levels, height, width, frames)
+    return framing_bits(NeRVDense.name, NeRVDense.version, header, ("weights", "side"))
 
 
 def predicted_bits(arch: NeRVConfig, bits: int, height: int, width: int, frames: int) -> float:
@@ -142,44 +136,33 @@ def size_network(base: NeRVDenseConfig, info: SeqInfo, target_bpp: float) -> NeR
         params = sum(math.prod(s) for s in shapes.values())
         return params * per_weight + SIDE_BITS_PER_TENSOR * len(shapes) + framing + CODER_SLACK_BITS
 
-    smallest = _scaled(base, 1e-9, 1e-9, grid)
-    if size(smallest) > target * (1 + RATE_TOLERANCE / 2):
-        raise MethodError(
-            f"nerv-dense cannot reach {target_bpp:g} bpp on {info.width}x{info.height}x{info.num_frames}: "
-            f"its smallest network codes to about {size(smallest) / info.pixels:.3g} bpp; choose a higher target"
-        )
+    NeRVDense().refuse_unreachable(size(_scaled(base, 1e-9, 1e-9, grid)), info, target_bpp)
     last = base.stem_dims[-1] if base.stem_dims else 1
     cap = base.stem_per_frame * info.num_frames / last if base.stem_per_frame > 0 else math.inf
-    best: tuple[float, NeRVDenseConfig] | None = None
-    for width in np.geomspace(1e-3, 8.0, 240):
-        lo, hi = 1e-9, 64.0
-        for _ in range(36):
-            mid = math.sqrt(lo * hi)
-            lo, hi = (mid, hi) if size(_scaled(base, width, mid, grid)) < target else (lo, mid)
-        for stem in (lo, hi):
-            cfg = _scaled(base, width, stem, grid)
-            miss = abs(size(cfg) / target - 1)
-            if miss > PLAN_BAND:
-                continue
-            effective = cfg.stem_dims[-1] / last if cfg.stem_dims else min(width, cap)
-            # Proportions first; a size miss inside the band costs the same as 4x its share in shape.
-            score = abs(math.log(effective / min(width, max(cap, 1 / last)))) + 4 * miss
-            if best is None or score < best[0]:
-                best = (score, cfg)
+
+    def bracket(width: float) -> list[NeRVDenseConfig]:
+        below = lambda stem: size(_scaled(base, width, stem, grid)) < target  # noqa: E731
+        return [_scaled(base, width, stem, grid) for stem in bisect_geometric(below, 1e-9, 64.0, 36)]
+
+    def score(cfg: NeRVDenseConfig, width: float, miss: float) -> float:
+        effective = cfg.stem_dims[-1] / last if cfg.stem_dims else min(width, cap)
+        # Proportions first; a size miss inside the band costs the same as 4x its share in shape.
+        return abs(math.log(effective / min(width, max(cap, 1 / last)))) + 4 * miss
+
+    best = closest_shape(np.geomspace(1e-3, 8.0, 240), bracket, size, target, PLAN_BAND, score)
     if best is None:
-        raise MethodError(
-            f"nerv-dense found no network within 5 % of {target_bpp:g} bpp on this clip; try a nearby target"
-        )
-    return best[1]
+        raise NeRVDense().no_shape_found(target_bpp, PLAN_BAND)
+    return best
 
 
-class NeRVDense(Method):
+class NeRVDense(NeRVFamilyMethod):
     name = "nerv-dense"
     version = "1"
     description = "trained dense NeRV, sized to the rate; 8-bit weights, range coded"
     Config = NeRVDenseConfig
     rate_ladder: ClassVar[tuple[float, ...]] = (0.1, 0.2, 0.4)  # the cpu budget's; 0.05 gives C0 = 2 there
     trains = True
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> NeRVDenseConfig:
         sized = size_network(self.base_config, clip.info, target_bpp)
@@ -187,20 +170,13 @@ class NeRVDense(Method):
 
     def fit(self, frames: np.ndarray, config: NeRVDenseConfig, ctx: Context) -> NeRVDenseState:
         arch = config.architecture()
-        if arch.output_size != tuple(frames.shape[1:3]):
-            raise MethodError(
-                f"nerv-dense config renders {arch.output_size[1]}x{arch.output_size[0]} but the clip is "
-                f"{frames.shape[2]}x{frames.shape[1]}; plan the config on this clip"
-            )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
-            model = NeRVGenerator(arch)  # initialised on the CPU: the same weights on every device
-        epochs = config.epochs or ctx.budget.epochs
+        self.check_frame_size(arch.output_size, frames)
+        model = self.seeded(lambda: NeRVGenerator(arch), ctx.seed)
         result = train(
             model,
             frames,
             ctx,
-            epochs=TIMED_EPOCHS if ctx.time_limit_s else epochs,
+            epochs=self.epochs_for(config.epochs or ctx.budget.epochs, ctx),
             lr=config.lr or ctx.budget.lr,
             batch_size=config.batch_size or ctx.budget.batch_size,
             loss=config.loss,
@@ -229,12 +205,13 @@ class NeRVDense(Method):
                 "nerv-dense stream header is malformed (coding is not a mapping); re-encode it"
             )
         weights = coding.decode_tensors(stream.sections, stream.header["coding"], parameter_shapes(arch))
-        return render_weights(arch, weights, frames, ctx.device).numpy()
+        return render_weights(arch, weights, frames, ctx.device, RENDER_BATCH).numpy()
 
     def stats(self, state: NeRVDenseState) -> dict[str, Any]:
         r = state.result
         out = {
             "parameters": count_parameters(state.config.architecture()),
+            "macs_per_pixel": macs_per_pixel(state.config.architecture()),
             "stem_dims": list(state.config.stem_dims),
             "fc_dim": state.config.fc_dim,
             "lower_width": state.config.lower_width,
@@ -255,12 +232,3 @@ def quantization_levels(weights: dict[str, torch.Tensor], cfg: NeRVDenseConfig, 
     target = cfg.target_bpp * frames * height * width
     budget = target - _framing_bits(arch, coding.MAX_LEVELS, height, width, frames) - CODER_SLACK_BITS
     return coding.fit_levels(weights, budget, axis=cfg.quant_axis)
-
-
-def render_weights(
-    arch: NeRVConfig, weights: dict[str, torch.Tensor], frames: int, device: str
-) -> torch.Tensor:
-    """uint8 frames (T, H, W, 3) of the network with exactly these weights (the decoder's renderer)."""
-    model = NeRVGenerator(arch)
-    model.load_state_dict(weights, strict=True)
-    return render(model.to(device), frames, batch_size=RENDER_BATCH, device=device)

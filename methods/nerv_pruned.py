@@ -31,40 +31,42 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from bench import bitstream
 from bench.budgets import Budget
-from bench.contract import Clip, Context, Method, SeqInfo
+from bench.contract import RATE_TOLERANCE, Clip, Context, SeqInfo
 from bench.errors import BitstreamError, MethodError
-from methods import coding, nerv_dense
-from methods.nerv import (
+from methods import nerv_dense
+from methods.nerv_dense import NeRVDenseConfig
+from methods.nerv_family import coding
+from methods.nerv_family.adapter import RENDER_BATCH, NeRVFamilyMethod, framing_bits
+from methods.nerv_family.backbones.nerv import (
     SHAPE_FIELDS,
     NeRVConfig,
-    NeRVGenerator,
     NeRVShape,
     choose_grid,
     count_parameters,
+    macs_per_pixel,
     parameter_shapes,
-)
-from methods.nerv_dense import (
-    BITS_PER_WEIGHT_AT_8,
-    CODER_SLACK_BITS,
-    RATE_TOLERANCE,
-    SIDE_BITS_PER_TENSOR,
-    TIMED_EPOCHS,
-    NeRVDenseConfig,
     render_weights,
 )
-from methods.nerv_header import read_network_header
-from methods.training import TrainResult, train, with_budget_schedule
+from methods.nerv_family.coding import BITS_PER_WEIGHT_AT_8, SIDE_BITS_PER_TENSOR
+from methods.nerv_family.coding import TENSORS_SLACK_BITS as CODER_SLACK_BITS
+from methods.nerv_family.header import network_header, read_network_header
+from methods.nerv_family.masks.pruning import (
+    apply_masks,
+    build_generator,
+    effective_weights,
+    kept_count,
+    magnitude_masks,
+    prunable,
+)
+from methods.nerv_family.training import TrainResult, train, with_budget_schedule
 
 POSITION_SLACK_BITS = 64  # the positions' range coder ends on up to two 32-bit words
 SIZE_AIM = 0.01  # stop sizing when the predicted size is within 1 % of the target
@@ -121,103 +123,17 @@ class NeRVPrunedState:
     coding: dict[str, Any] = field(default_factory=dict)  # filled by `encode`
 
 
-# --- masked layers and pruning ------------------------------------------------------------------------------
-
-
-class MaskedLinear(nn.Linear):
-    """A Linear whose weight is multiplied by a fixed 0/1 mask (all ones until pruned)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer("mask", torch.ones_like(self.weight))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
-
-
-class MaskedConv2d(nn.Conv2d):
-    """A Conv2d whose weight is multiplied by a fixed 0/1 mask (all ones until pruned)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer("mask", torch.ones_like(self.weight))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.mask, self.bias)
-
-
-def build_generator(arch: NeRVConfig) -> NeRVGenerator:
-    """The NeRV generator with maskable layers; its parameters and their init are the plain generator's."""
-    return NeRVGenerator(arch, linear_layer=MaskedLinear, conv_layer=MaskedConv2d)
-
-
-def prunable(names: Iterable[str]) -> list[str]:
-    """The parameters pruning applies to: every stem and conv weight (the head is a conv), no bias."""
-    return [name for name in names if name.endswith(".weight")]
-
-
-def kept_count(total: int, sparsity: float) -> int:
-    """How many of `total` weights survive pruning to `sparsity` (at least one)."""
-    return max(1, total - round(sparsity * total))
-
-
-def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
-    """Global unstructured magnitude pruning: keep the largest |w| over all prunable tensors together.
-
-    Exactly `kept_count` weights survive; a stable sort breaks ties by position, so the mask is a
-    function of the weights alone.
-    """
-    names = prunable(weights)
-    flat = torch.cat([weights[n].detach().reshape(-1).abs().cpu() for n in names])
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
-    keep[torch.argsort(flat, descending=True, stable=True)[: kept_count(flat.numel(), sparsity)]] = True
-    masks, offset = {}, 0
-    for n in names:
-        size = weights[n].numel()
-        masks[n] = keep[offset : offset + size].reshape(weights[n].shape)
-        offset += size
-    return masks
-
-
-@torch.no_grad()
-def apply_masks(model: NeRVGenerator, masks: dict[str, torch.Tensor]) -> None:
-    """Fix the masks in the model's layers and zero the pruned weights themselves."""
-    for name, mask in masks.items():
-        layer = model.get_submodule(name.rsplit(".", 1)[0])
-        layer.mask.copy_(mask)
-        layer.weight.mul_(layer.mask)
-
-
-@torch.no_grad()
-def effective_weights(model: NeRVGenerator) -> dict[str, torch.Tensor]:
-    """The weights the network computes with (weight x mask), float32 on the CPU, standard layout."""
-    out = {}
-    for name, param in model.named_parameters():
-        layer = model.get_submodule(name.rsplit(".", 1)[0])
-        value = param * layer.mask if name.endswith(".weight") else param
-        out[name] = value.detach().to("cpu", torch.float32).contiguous()
-    return out
-
-
 # --- the stream -----------------------------------------------------------------------------------------------
 
 
 def _header(arch: NeRVConfig, levels: int, kept: int, height: int, width: int, frames: int) -> dict[str, Any]:
-    return {
-        "arch": dataclasses.asdict(arch),
-        "coding": {"levels": levels},
-        "pruning": {"kept": kept},
-        "width": width,
-        "height": height,
-        "frames": frames,
-    }
+    return network_header(arch, height, width, frames, coding={"levels": levels}, pruning={"kept": kept})
 
 
 def _framing_bits(arch: NeRVConfig, levels: int, kept: int, height: int, width: int, frames: int) -> int:
     """Container and header bits of a stream (everything but the three sections' payloads)."""
-    empty = {"positions": b"", "weights": b"", "side": b""}
     header = _header(arch, levels, kept, height, width, frames)
-    return 8 * len(bitstream.pack("nerv-pruned", NeRVPruned.version, header, empty))
+    return framing_bits(NeRVPruned.name, NeRVPruned.version, header, ("positions", "weights", "side"))
 
 
 def binary_entropy(q: float) -> float:
@@ -368,12 +284,7 @@ def size_network(base: NeRVPrunedConfig, info: SeqInfo, target_bpp: float) -> Ne
     smallest = dataclasses.replace(
         base, stem_dims=ones, fc_dim=1, lower_width=1, start=grid[0], strides=grid[1]
     )
-    if predicted(smallest) > target * (1 + RATE_TOLERANCE / 2):
-        raise MethodError(
-            f"nerv-pruned cannot reach {target_bpp:g} bpp on {info.width}x{info.height}x{info.num_frames}: "
-            f"its smallest network codes to about {predicted(smallest) / info.pixels:.3g} bpp; "
-            "choose a higher target"
-        )
+    NeRVPruned().refuse_unreachable(predicted(smallest), info, target_bpp)
     dense_bpp, best = target_bpp, None
     for _ in range(SIZING_ROUNDS):
         try:
@@ -389,16 +300,14 @@ def size_network(base: NeRVPrunedConfig, info: SeqInfo, target_bpp: float) -> Ne
             break
         dense_bpp *= target / bits
     if best is None or abs(best[0] / target - 1) > RATE_TOLERANCE / 2:
-        raise MethodError(
-            f"nerv-pruned found no network within 5 % of {target_bpp:g} bpp on this clip; try a nearby target"
-        )
+        raise NeRVPruned().no_shape_found(target_bpp, RATE_TOLERANCE / 2)
     return best[1]
 
 
 # --- the method ------------------------------------------------------------------------------------------------
 
 
-class NeRVPruned(Method):
+class NeRVPruned(NeRVFamilyMethod):
     name = "nerv-pruned"
     version = "1"
     description = (
@@ -407,6 +316,7 @@ class NeRVPruned(Method):
     Config = NeRVPrunedConfig
     rate_ladder: ClassVar[tuple[float, ...]] = (0.05, 0.1, 0.2)
     trains = True
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def plan(self, clip: Clip, target_bpp: float, budget: Budget) -> NeRVPrunedConfig:
         sized = size_network(self.base_config, clip.info, target_bpp)
@@ -415,14 +325,8 @@ class NeRVPruned(Method):
     def fit(self, frames: np.ndarray, config: NeRVPrunedConfig, ctx: Context) -> NeRVPrunedState:
         config.validate()
         arch = config.architecture()
-        if arch.output_size != tuple(frames.shape[1:3]):
-            raise MethodError(
-                f"nerv-pruned config renders {arch.output_size[1]}x{arch.output_size[0]} but the clip is "
-                f"{frames.shape[2]}x{frames.shape[1]}; plan the config on this clip"
-            )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
-            model = build_generator(arch)  # initialised on the CPU: the same weights on every device
+        self.check_frame_size(arch.output_size, frames)
+        model = self.seeded(lambda: build_generator(arch), ctx.seed)
         dense_epochs, tune_epochs = config.epoch_split(config.epochs or ctx.budget.epochs)
         limit = ctx.time_limit_s
         share = config.finetune_fraction if tune_epochs else 0.0
@@ -436,7 +340,7 @@ class NeRVPruned(Method):
             model,
             frames,
             ctx,
-            epochs=TIMED_EPOCHS if limit else dense_epochs,
+            epochs=self.epochs_for(dense_epochs, ctx),
             warmup=config.warmup,
             time_limit_s=limit * (1 - share) if limit else None,
             checkpoint=checkpoint.with_name("dense.pt"),
@@ -451,7 +355,7 @@ class NeRVPruned(Method):
                 model,
                 frames,
                 ctx,
-                epochs=TIMED_EPOCHS if limit else tune_epochs,
+                epochs=self.epochs_for(tune_epochs, ctx),
                 warmup=config.finetune_warmup,
                 time_limit_s=limit * share if limit else None,
                 checkpoint=checkpoint.with_name("finetune.pt"),
@@ -467,7 +371,7 @@ class NeRVPruned(Method):
 
     def decode(self, data: bytes, info: SeqInfo, ctx: Context) -> np.ndarray:
         arch, weights, frames = decode_weights(data, info)
-        return render_weights(arch, weights, frames, ctx.device).numpy()
+        return render_weights(arch, weights, frames, ctx.device, RENDER_BATCH).numpy()
 
     def stats(self, state: NeRVPrunedState) -> dict[str, Any]:
         coded = state.coding or code_network(state).stats
@@ -475,6 +379,7 @@ class NeRVPruned(Method):
         last = tuned or dense
         return {
             "parameters": count_parameters(state.config.architecture()),
+            "macs_per_pixel": macs_per_pixel(state.config.architecture()),
             "nonzeros": coded["nonzeros"],  # of the decoded network, biases included
             "sparsity": round(1 - coded["kept_weights"] / coded["prunable_weights"], 6),
             "kept_weights": coded["kept_weights"],

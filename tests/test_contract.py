@@ -22,8 +22,9 @@ TARGET_BPP = 0.5  # reachable by every method on 72x128x4 (about 2.3 kB)
 METHODS = registry.names(available_only=True)
 
 
-def test_registry_finds_the_anchors() -> None:
-    assert {"x264", "x265", "vvc", "av1", "still-frame"} <= set(METHODS)
+def test_registry_finds_the_anchors_and_the_nerv_family() -> None:
+    family = {"nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hnerv"}
+    assert {"x264", "x265", "vvc", "av1", "still-frame"} | family <= set(METHODS)
 
 
 @pytest.fixture(scope="module", params=METHODS)

@@ -63,6 +63,10 @@ def coded(smoke_clip: Clip, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return out
 
 
+def test_every_nerv_family_method_is_fuzzed() -> None:
+    assert {"nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hnerv"} <= set(METHODS)
+
+
 def _decode_here(name: str, data: bytes, info: SeqInfo, workdir: Path) -> np.ndarray:
     ctx = Context(workdir=workdir, budget=get_budget("smoke"))
     return registry.get(name)().decode(data, info, ctx)
@@ -309,6 +313,19 @@ HEADER_CASES: dict[str, tuple[tuple[str, ...], Any]] = {
     "masks-densities-300-levels": (("masks", "densities"), [1 - 1e-6 * i for i in range(1, 301)]),
     "masks-densities-string": (("masks", "densities"), "abc"),
     "masks-init-unknown": (("masks", "init"), "x"),
+    "embedding-missing": (("embedding",), DELETE),
+    "embedding-not-a-mapping": (("embedding",), [63]),
+    "embedding-levels-zero": (("embedding", "levels"), 0),
+    "embedding-levels-bool": (("embedding", "levels"), True),
+    "embedding-levels-65535": (("embedding", "levels"), 65535),
+    "arch-embed-grid-zero": (("arch", "embed_grid"), [0, 1]),
+    "arch-embed-grid-doubled": (("arch", "embed_grid"), [2, 2]),
+    "arch-embed-channels-1e6": (("arch", "embed_channels"), 10**6),
+    "arch-fc-dim-1e9": (("arch", "fc_dim"), 10**9),
+    "arch-strides-h-float": (("arch", "strides_h"), [3.0, 3, 2, 2, 2]),
+    "arch-strides-w-shorter": (("arch", "strides_w"), [4, 4, 2, 2]),
+    "arch-reduction-string": (("arch", "reduction"), "1.2"),
+    "arch-kernel-max-99": (("arch", "kernel_max"), 99),
 }
 SECTION_CASES = [
     "emptied",

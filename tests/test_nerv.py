@@ -11,16 +11,17 @@ from torch import nn
 
 from bench.contract import Clip, Context, FitFailed
 from bench.errors import MethodError
-from methods.nerv import (
+from methods.nerv_family.backbones.nerv import (
     NeRVConfig,
     NeRVGenerator,
     PositionalEncoding,
     choose_grid,
     choose_strides,
     count_parameters,
+    decode_macs,
     parameter_shapes,
 )
-from methods.training import lr_multiplier, native_bf16, resolve_precision, train
+from methods.nerv_family.training import lr_multiplier, native_bf16, resolve_precision, train
 
 TINY = NeRVConfig(stem_dims=(16,), fc_dim=4, lower_width=4, strides=(2, 2, 2), embed_levels=8)
 
@@ -41,6 +42,12 @@ TINY = NeRVConfig(stem_dims=(16,), fc_dim=4, lower_width=4, strides=(2, 2, 2), e
 )
 def test_parameter_counts_match_nerv_s_m_l(fc_dim: int, strides: tuple[int, ...], expected: int) -> None:
     assert count_parameters(NeRVConfig(fc_dim=fc_dim, strides=strides)) == expected
+
+
+def test_decoding_macs_match_a_hand_count() -> None:
+    # TINY: 16 encoding inputs -> 16 -> 9 * 16 * 4; three 3x3 convs 4 -> 4 * 2^2 on 9x16, 18x32, 36x64; 1x1 head.
+    hand = 16 * 16 + 16 * 576 + 4 * 16 * 9 * 144 + 4 * 16 * 9 * 576 + 4 * 16 * 9 * 2304 + 4 * 3 * 72 * 128
+    assert decode_macs(TINY) == hand == 1_861_888
 
 
 def test_built_model_matches_the_counted_shapes() -> None:

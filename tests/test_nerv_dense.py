@@ -12,9 +12,9 @@ from bench import bitstream
 from bench.budgets import get_budget
 from bench.contract import Clip, Context, SeqInfo
 from bench.errors import BitstreamError, MethodError
-from methods import coding
-from methods.nerv import count_parameters
-from methods.nerv_dense import NeRVDense, predicted_bits, quantization_levels, render_weights
+from methods.nerv_dense import NeRVDense, predicted_bits, quantization_levels
+from methods.nerv_family import coding
+from methods.nerv_family.backbones.nerv import count_parameters, render_weights
 
 CPU_CLIP = SeqInfo("bunny", 320, 180, 16, 25.0)
 TARGET = 0.6  # bpp on the 4-frame 72x128 smoke clip: a ~2.7k-parameter network

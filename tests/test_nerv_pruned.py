@@ -15,23 +15,24 @@ from bench import bitstream
 from bench.budgets import get_budget
 from bench.contract import Clip, Context, SeqInfo
 from bench.errors import BitstreamError, MethodError
-from methods import coding
-from methods.nerv import NeRVConfig, NeRVGenerator, parameter_shapes
-from methods.nerv_dense import render_weights
-from methods.nerv_pruned import (
-    NeRVPruned,
-    NeRVPrunedConfig,
+from methods.nerv_family import coding
+from methods.nerv_family.backbones.nerv import NeRVConfig, NeRVGenerator, parameter_shapes, render_weights
+from methods.nerv_family.masks.pruning import (
     apply_masks,
-    binary_entropy,
     build_generator,
-    code_network,
-    decode_weights,
     effective_weights,
     kept_count,
     magnitude_masks,
+)
+from methods.nerv_family.training import train
+from methods.nerv_pruned import (
+    NeRVPruned,
+    NeRVPrunedConfig,
+    binary_entropy,
+    code_network,
+    decode_weights,
     predicted_bits,
 )
-from methods.training import train
 
 CPU_CLIP = SeqInfo("bunny", 320, 180, 16, 25.0)
 SMOKE_INFO = SeqInfo("bunny", 128, 72, 4, 25.0)

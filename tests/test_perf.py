@@ -1,11 +1,12 @@
 """`bench perf`: each section measures what it says (the ratios themselves are machine figures, not asserted,
-except the coder's, which is deterministic)."""
+except the coder's, which is deterministic), and reaches the methods' timings through the registry."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.perf import perf_coding, perf_train
+from methods.nerv_family.timing.coding import perf_coding
+from methods.nerv_family.timing.train import perf_train, perf_train_hnerv
 
 
 def test_coded_size_stays_within_one_percent_of_the_entropy_bound(capsys: pytest.CaptureFixture) -> None:
@@ -36,8 +37,8 @@ def test_train_section_times_every_loop_against_the_plain_one(capsys: pytest.Cap
 
 
 def test_mask_step_timing_covers_dense_and_both_variants() -> None:
-    from methods.nerv import NeRVConfig
-    from methods.supermask import perf_masks
+    from methods.nerv_family.backbones.nerv import NeRVConfig
+    from methods.nerv_family.timing.masks import perf_masks
 
     arch = NeRVConfig(stem_dims=(16,), fc_dim=4, lower_width=4, strides=(2, 2, 2), embed_levels=8)
     for precision in ("fp32", "bf16"):
@@ -48,9 +49,33 @@ def test_mask_step_timing_covers_dense_and_both_variants() -> None:
 
 
 def test_decode_timing_renders_both_decoded_models_beside_a_plain_render(capsys) -> None:
-    from bench.perf import perf_decode
+    from methods.nerv_family.timing.decode import perf_decode
 
     result = perf_decode(frames=2, repeats=1, sizes=(("72x128", (72, 128)),))
     assert set(result) == {"nerv-dense 72x128", "supermask 72x128", "plain 72x128"}
     assert min(result.values()) > 0
     assert "the plain NCHW render" in capsys.readouterr().out
+
+
+def test_bench_reaches_method_timings_through_the_registry_only() -> None:
+    import ast
+    from pathlib import Path
+
+    import bench
+    from bench.perf import SECTIONS, method_sections
+
+    for path in Path(bench.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            leaked = [n for n in names if n == "methods" or n.startswith("methods.")]
+            assert not leaked or path.name == "registry.py", f"{path.name} imports {leaked}"
+    found = {section: method_sections(section) for section in SECTIONS if section != "metrics"}
+    assert all(len(timings) == 1 for timings in found.values()), found  # shared timings run once
+
+
+def test_train_section_times_hnerv_against_its_plain_loop(capsys: pytest.CaptureFixture) -> None:
+    result = perf_train_hnerv(size=(72, 128), repeats=1)
+    assert result["plain_fps"] > 0 and result["ratio"] == pytest.approx(result["fps"] / result["plain_fps"])
+    assert "hnerv" in capsys.readouterr().out

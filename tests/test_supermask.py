@@ -15,25 +15,26 @@ import torch
 from bench import bitstream
 from bench.contract import Clip, Context
 from bench.errors import BitstreamError, MethodError
-from methods.nerv import NeRVConfig, NeRVGenerator, render
-from methods.supermask import (
-    RENDER_BATCH,
+from methods.nerv_family.backbones.nerv import NeRVConfig, NeRVGenerator, render
+from methods.nerv_family.masks.layers import (
     MaskedConv2d,
     MaskedLinear,
-    MaskSettings,
+    layer_alphas,
+    level_maps,
+    load_code,
+    masked_layers,
+)
+from methods.nerv_family.masks.levels import (
     _device_level_sums,
     _device_levels,
     apply_levels,
-    build_generator,
-    kept_counts,
-    layer_alphas,
-    level_maps,
     level_sums,
-    load_code,
-    masked_layers,
     nested_levels,
     select_thresholds,
 )
+from methods.nerv_family.masks.masked_nerv import build_generator
+from methods.nerv_family.masks.settings import MaskSettings, kept_counts
+from methods.nerv_family.supermask_base import RENDER_BATCH
 from methods.supermask_fixed import SupermaskFixed
 from methods.supermask_learned import SupermaskLearned
 

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from bench.errors import MethodError
+from methods.nerv_family.backbones.fields import strict_fields
+from methods.nerv_family.backbones.render import render_inputs
 
 MAX_PRIME_STRIDE = (
     7  # a stride s costs a conv with s^2 times the output channels; larger primes are not useful
@@ -44,9 +46,9 @@ class NeRVConfig:
     fc_dim: int = 26  # C0: channels of the stem's output grid
     expansion: float = 1.0  # C1 = C0 * expansion
     reduction: int = 2  # C_i = max(C_{i-1} // reduction, lower_width)
-    lower_width: int = 96
-    strides: tuple[int, ...] = (5, 2, 2, 2, 2)
-    activation: str = "gelu"
+    lower_width: int = 96  # the narrowest conv width
+    strides: tuple[int, ...] = (5, 2, 2, 2, 2)  # upscaling factor of each block
+    activation: str = "gelu"  # gelu, relu, silu or leaky
     output: str = "tanh"  # "tanh": (tanh(x) + 1) / 2 as NeRV; "sigmoid"
 
     def __post_init__(self) -> None:
@@ -111,35 +113,7 @@ class NeRVConfig:
         Only the exact JSON types an encoder writes pass (a bool is not an int, a string or a float is not
         a size), so a forged header cannot be coerced into a different network.
         """
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        if not isinstance(data, dict) or set(data) != set(fields):
-            raise ValueError("architecture fields do not match")
-
-        def integer(v: Any) -> int:
-            if type(v) is not int:
-                raise ValueError(f"{v!r} is not an integer")
-            return v
-
-        def number(v: Any) -> float:
-            if type(v) not in (int, float) or not math.isfinite(v):
-                raise ValueError(f"{v!r} is not a finite number")
-            return float(v)
-
-        def integers(v: Any) -> tuple[int, ...]:
-            if not isinstance(v, list):
-                raise ValueError(f"{v!r} is not a list")
-            return tuple(integer(x) for x in v)
-
-        def text(v: Any) -> str:
-            if not isinstance(v, str):
-                raise ValueError(f"{v!r} is not a string")
-            return v
-
-        parse = {int: integer, float: number, str: text}
-        values = {}
-        for name, kind in fields.items():
-            kind = kind if isinstance(kind, type) else {"int": int, "float": float, "str": str}.get(kind)
-            values[name] = parse[kind](data[name]) if kind in parse else integers(data[name])
+        values = strict_fields(cls, data)
         if len(values["start"]) != 2:
             raise ValueError("start must hold two sizes")
         config = cls(**values)
@@ -222,14 +196,14 @@ class NeRVShape:
     the shape to the target rate through `width`. Why these defaults: `NeRVDenseConfig`.
     """
 
-    stem_dims: tuple[int, ...] = (512,)
-    fc_dim: int = 26  # C0
-    lower_width: int = 48
-    expansion: float = 1.0
-    reduction: int = 2
-    embed_base: float = 1.25
-    embed_levels: int = 40
-    activation: str = "gelu"
+    stem_dims: tuple[int, ...] = (512,)  # hidden widths of the MLP stem of the base shape (NeRV-S: 512)
+    fc_dim: int = 26  # C0: channels of the stem's output grid in the base shape (NeRV-S: 26)
+    lower_width: int = 48  # the narrowest conv width of the base shape (NeRV-S: 96)
+    expansion: float = 1.0  # C1 = C0 * expansion
+    reduction: int = 2  # each block's width is the previous one // reduction, down to the lower width
+    embed_base: float = 1.25  # b of the positional encoding
+    embed_levels: int = 40  # l: frequencies of the positional encoding (2l stem inputs)
+    activation: str = "gelu"  # gelu, relu, silu or leaky
     stem_per_frame: float = 0.5  # last stem width at most this x frames (0: no cap)
     start: tuple[int, int] = (9, 16)  # preferred stem grid; other aspect ratios get their own
     strides: tuple[int, ...] = ()  # empty: chosen from the clip size
@@ -244,6 +218,24 @@ class NeRVShape:
 
 
 SHAPE_FIELDS = tuple(f.name for f in dataclasses.fields(NeRVShape))
+
+
+def decode_macs(config: NeRVConfig) -> int:
+    """Multiply-accumulates of the generator for one frame, from the architecture (the positional encoding's
+    sines and the activations are not counted)."""
+    dims = [config.embed_length, *config.stem_dims, config.start[0] * config.start[1] * config.fc_dim]
+    macs = sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    (h, w), c_in = config.start, config.fc_dim
+    for c_out, stride in zip(config.channels(), config.strides, strict=True):
+        macs += c_in * c_out * stride * stride * 9 * h * w  # the 3x3 conv runs before the shuffle
+        h, w, c_in = h * stride, w * stride, c_out
+    return macs + c_in * 3 * h * w
+
+
+def macs_per_pixel(config: NeRVConfig) -> float:
+    """`decode_macs` per output pixel, as the records report it."""
+    height, width = config.output_size
+    return round(decode_macs(config) / (height * width), 2)
 
 
 def count_parameters(config: NeRVConfig) -> int:
@@ -305,6 +297,10 @@ class NeRVGenerator(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = conv_layer(c_in, 3, kernel_size=1)
 
+    def batch_input(self, times: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """What a training batch feeds the network: its frames' times (the frames are only the target)."""
+        return times
+
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         x = self.encoding(t)
         for linear in self.stem:
@@ -324,23 +320,11 @@ def frame_times(num_frames: int) -> torch.Tensor:
     return torch.arange(num_frames, dtype=torch.float32) / num_frames
 
 
-@torch.no_grad()
 def render(
     model: nn.Module, num_frames: int, batch_size: int = 4, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
-    """All frames as uint8 (T, H, W, 3) on the CPU: round(255 * out), clamped.
-
-    Both the training process and the decoder render through this one function (same batch size, same
-    device, same memory layout), which is what makes a decode bit-identical to the quantized model seen in
-    training. Channels-last convolutions render ~2x faster than NCHW on the CPU (180x320 and 1080p).
-    """
-    model.to(memory_format=torch.channels_last).eval()
-    times = frame_times(num_frames)
-    chunks = []
-    for i in range(0, num_frames, batch_size):
-        out = model(times[i : i + batch_size].to(device))
-        chunks.append((out * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
-    return torch.cat(chunks)
+    """All frames as uint8 (T, H, W, 3) on the CPU, through `render_inputs` on the frame times."""
+    return render_inputs(model, frame_times(num_frames), batch_size, device)
 
 
 def parameter_shapes(config: NeRVConfig) -> dict[str, tuple[int, ...]]:
@@ -358,3 +342,12 @@ def parameter_shapes(config: NeRVConfig) -> dict[str, tuple[int, ...]]:
     shapes["head.weight"] = (3, c_in, 1, 1)
     shapes["head.bias"] = (3,)
     return shapes
+
+
+def render_weights(
+    arch: NeRVConfig, weights: dict[str, torch.Tensor], frames: int, device: str, batch_size: int = 4
+) -> torch.Tensor:
+    """uint8 frames (T, H, W, 3) of the network with exactly these weights (the decoders' renderer)."""
+    model = NeRVGenerator(arch)
+    model.load_state_dict(weights, strict=True)
+    return render(model.to(device), frames, batch_size=batch_size, device=device)

@@ -1,4 +1,4 @@
-"""The training loop every NeRV-family method shares (dense, pruned, supermask).
+"""The training loop every NeRV-family method shares (dense, pruned, supermask, hnerv), for any `Backbone`.
 
 NeRV's recipe: Adam with betas (0.5, 0.999), a linear warm-up from 0.1 lr over the first 20 % of the
 iterations, then a cosine decay to 0, the learning rate set at every iteration. On top of it, what a
@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from torch import nn
 
 from bench.budgets import Budget
 from bench.contract import Context, FitFailed
-from methods.nerv import frame_times
+from methods.nerv_family.backbones.nerv import frame_times
 
 LOSSES = ("mse", "nerv")
 SCHEDULE_FIELDS = ("epochs", "lr", "batch_size", "warmup")  # a config's None here means "the budget's"
@@ -43,6 +43,19 @@ SYNC_EVERY = 32  # steps between host syncs (NaN check, progress, checkpoint opp
 CHECKPOINT_FORMAT = 1
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 _allocator_tuned = False
+
+
+class Backbone(Protocol):
+    """What the loop needs of a network: the input a batch feeds it, and frames back.
+
+    `batch_input(times, frames)` gets the batch's frame times t = i / T (B,) and its frames (B, 3, H, W) in
+    [0, 1] (channels-last, float32) and returns the network's input; the network returns frames (B, 3, H, W)
+    in [0, 1]. NeRV is fed the times, HNeRV the frames themselves (its encoder's input).
+    """
+
+    def batch_input(self, times: torch.Tensor, frames: torch.Tensor) -> torch.Tensor: ...
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -199,7 +212,7 @@ def keep_freed_memory() -> None:
 
 
 def train(
-    model: nn.Module,
+    model: nn.Module | Backbone,
     frames_uint8: np.ndarray,
     ctx: Context,
     *,
@@ -214,7 +227,7 @@ def train(
     desc: str = "train",
     precision: str | None = None,
 ) -> TrainResult:
-    """Fit `model` (frame times -> frames) to uint8 RGB frames (T, H, W, 3) in place.
+    """Fit `model` (a `Backbone`: batch input -> frames) to uint8 RGB frames (T, H, W, 3) in place.
 
     `params` may give Adam parameter groups (each may set its own ``lr``; the schedule scales all of them);
     by default every trainable parameter of the model at `lr`. Resumes from `checkpoint` (default:
@@ -306,7 +319,7 @@ def train(
                 group["lr"] = base * multiplier
             target = frames.index_select(0, idx).permute(0, 3, 1, 2).float().div_(255)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed == "bf16"):
-                out = model(times.index_select(0, idx))
+                out = model(model.batch_input(times.index_select(0, idx), target))
             out = out.float()  # the loss, its statistics and the NaN check stay in float32
             per_frame_mse = (out - target).square().mean(dim=(1, 2, 3))
             value = per_frame_mse.mean() if loss == "mse" else nerv_loss(out, target)

@@ -1,0 +1,1 @@
+"""Networks that render frames: NeRV (frame index -> frame) and HNeRV (frame -> embedding -> frame)."""
