@@ -122,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--flip-map", default=None, help="save the magma FLIP map of the first frame to this PNG")
     p.add_argument("--size", default=None, help="WxH, for raw .yuv inputs")
-    p.add_argument("--metrics", default="psnr,ms-ssim,flip,lpips", help="comma-separated metric names")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated metric names or 'all' (default: every metric a run records, LPIPS when its weights are present)",
+    )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_score)
 

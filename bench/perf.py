@@ -8,6 +8,8 @@ the harness's; the methods time their own hot paths (`Method.perf_sections`, fou
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -46,9 +48,25 @@ PREVIOUS_METRICS = (
 )  # the metric set before VMAF, XPSNR and the YUV / sequence PSNRs
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished children (the ffmpeg runs)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _timed(run: Callable[[], Any], frames: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per frame of one call."""
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    run()
+    return (time.perf_counter() - wall) / frames, (_cpu_seconds() - cpu) / frames
+
+
 def perf_metrics(repeats: int = 5) -> dict[str, Any]:
     """Seconds per frame of PSNR + MS-SSIM + FLIP through `bench.metrics` vs direct library calls, and of
-    the whole default metric set (adding the sequence and YUV PSNRs, VMAF and XPSNR) vs that set."""
+    the whole default metric set (adding the sequence and YUV PSNRs, VMAF and XPSNR) vs that set, in wall
+    time and in CPU time (this process and its ffmpeg children; steadier when others share the cores)."""
     from bench.budgets import get_budget
     from bench.data import load_sequence, prepare_clip
     from bench.metrics import DEFAULT_METRICS, score
@@ -56,44 +74,44 @@ def perf_metrics(repeats: int = 5) -> dict[str, Any]:
     clip = prepare_clip(load_sequence("bunny"), get_budget("cpu")).frames
     big = load_sequence("bunny").read(0, 1)
     big = np.ascontiguousarray(np.pad(big, ((0, 0), (180, 180), (320, 320), (0, 0)), mode="reflect"))  # 1080p
+    added = tuple(m for m in DEFAULT_METRICS if m not in PREVIOUS_METRICS)
     result: dict[str, Any] = {}
     for name, ref in (("cpu budget 180x320", clip), ("1080p", big)):
         noisy = np.clip(ref.astype(np.int16) + np.random.default_rng(0).integers(-8, 9, ref.shape), 0, 255)
         test = noisy.astype(np.uint8)
-        added_names = [m for m in DEFAULT_METRICS if m not in PREVIOUS_METRICS]
-        wrapper, direct, full, added = [], [], [], []
+        runs = {
+            "wrapper": partial(score, ref, test, metrics=PREVIOUS_METRICS),
+            "direct": partial(_direct_metrics, ref, test),
+            "default": partial(score, ref, test, metrics=DEFAULT_METRICS),
+            "added": partial(score, ref, test, metrics=added),
+        }
+        times: dict[str, list[tuple[float, float]]] = {key: [] for key in runs}
         for _ in range(repeats):
-            begin = time.perf_counter()
-            score(ref, test, metrics=PREVIOUS_METRICS)
-            wrapper.append((time.perf_counter() - begin) / len(ref))
-            begin = time.perf_counter()
-            _direct_metrics(ref, test)
-            direct.append((time.perf_counter() - begin) / len(ref))
-            begin = time.perf_counter()
-            score(ref, test, metrics=DEFAULT_METRICS)
-            full.append((time.perf_counter() - begin) / len(ref))
-            begin = time.perf_counter()
-            score(ref, test, metrics=added_names)
-            added.append((time.perf_counter() - begin) / len(ref))
-        w, d, f, a = min(wrapper), min(direct), min(full), min(added)
+            for key, run in runs.items():
+                times[key].append(_timed(run, len(ref)))
+        wall = {key: min(t[0] for t in ts) for key, ts in times.items()}
+        cpu = {key: min(t[1] for t in ts) for key, ts in times.items()}
+        w, d = wall["wrapper"], wall["direct"]
         result[name] = {
             "wrapper_s_per_frame": w,
             "direct_s_per_frame": d,
             "overhead": w / d,
             "fps": 1 / w,
-            "default_set_s_per_frame": f,
-            "default_set_ratio": f / w,
-            "added_s_per_frame": a,
-            "added_share": a / w,
+            "default_set_s_per_frame": wall["default"],
+            "default_set_ratio": wall["default"] / w,
+            "default_set_cpu_ratio": cpu["default"] / cpu["wrapper"],
+            "added_s_per_frame": wall["added"],
+            "added_cpu_share": cpu["added"] / cpu["wrapper"],
         }
         print(
             f"metrics {name}: wrapper {w * 1000:.1f} ms/frame vs direct {d * 1000:.1f} ms/frame "
             f"({w / d:.2f}x), {1 / w:.1f} frames/s scoring a sequence"
         )
         print(
-            f"metrics {name}: default set ({len(DEFAULT_METRICS)} metrics, with VMAF, XPSNR, YUV and sequence "
-            f"PSNR) {f * 1000:.1f} ms/frame vs {'+'.join(PREVIOUS_METRICS)} {w * 1000:.1f} ms/frame ({f / w:.2f}x); "
-            f"the added metrics alone {a * 1000:.1f} ms/frame (+{100 * a / w:.0f} %)"
+            f"metrics {name}: default set ({len(DEFAULT_METRICS)} metrics) {wall['default'] * 1000:.1f} ms/frame vs "
+            f"{'+'.join(PREVIOUS_METRICS)} {w * 1000:.1f} ms/frame ({wall['default'] / w:.2f}x; CPU time "
+            f"{cpu['default'] / cpu['wrapper']:.2f}x); {', '.join(added)} alone {wall['added'] * 1000:.1f} ms/frame, "
+            f"CPU time +{100 * cpu['added'] / cpu['wrapper']:.0f} %"
         )
     return result
 

@@ -64,7 +64,13 @@ def score_command(args: argparse.Namespace) -> int:
         raise MetricError(
             f"{args.ref} is {_shape(ref)} but {args.test} is {_shape(test)}; score inputs of equal size and length"
         )
-    scores = metrics.score(ref, test, metrics=args.metrics, device=args.device)
+    asked = args.metrics or ",".join(
+        (*metrics.DEFAULT_METRICS, *(("lpips",) if metrics.lpips_available() is None else ()))
+    )
+    names = [m.strip() for m in asked.split(",") if m.strip()]
+    if names == ["lpips"] and metrics.lpips_available() is not None:  # nothing else to show: say why
+        raise MetricError(f"--metrics lpips cannot be computed here: {metrics.lpips_available()}")
+    scores = metrics.score(ref, test, metrics=asked, device=args.device)
     flip_map_mean = _save_flip_map(ref, test, args.flip_map) if args.flip_map else None
     if args.json:
         out = {

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import io
 import math
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -278,13 +279,13 @@ class ClassicalCodec(Method):
         """The clip's frames from the decoded pictures."""
         return pictures
 
+    @abstractmethod
     def _encode(self, pictures: np.ndarray, config: Any) -> bytes:
         """The elementary stream of planar yuv420p `pictures` (T, H * 3 // 2, W) coded with `config`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def encoder_version(self) -> str:
         """Name and version of the encoder, for provenance."""
-        raise NotImplementedError
 
     def preset_for(self, config: Any) -> str:
         """The encoder's preset named by `config`, or a one-line error listing the valid ones."""
