@@ -85,7 +85,8 @@ def _plain_train(
     for _ in range(epochs):
         begin = time.perf_counter()
         for i in rng.permutation(count):
-            target = torch.from_numpy(frames[i]).permute(2, 0, 1)[None].float() / 255
+            # NCHW in memory: a permuted HWC frame would carry channels-last strides into the convolutions
+            target = torch.from_numpy(frames[i]).permute(2, 0, 1)[None].float().contiguous() / 255
             t = torch.tensor([i / count], dtype=torch.float32)
             loss = torch.nn.functional.mse_loss(model(target if network == "hnerv" else t), target)
             optimizer.zero_grad()
