@@ -10,8 +10,8 @@ Sizing: the embedding's cost is fixed by the clip (frames x channels x grid posi
 so the decoder gets the rest. The base shape is the reference's Bunny model (C0 68, lower width 12, reduce
 1.2, kernels 1..5). For each lower width C0 is bisected to meet the rate, and the shape whose C0 / lower
 width ratio is closest to the base's wins (the reference solves C0 for a parameter count at a fixed lower
-width of 12, which at the cpu size's few thousand weights would leave no room for C0). What follows the reference and what is
-simplified: docs/hnerv.md.
+width of 12, which at the cpu size's few thousand weights would leave no room for C0). What follows the
+reference and what is simplified: docs/hnerv.md.
 """
 
 from __future__ import annotations
@@ -69,9 +69,7 @@ class HNeRVMethodConfig:
     enc_width: int = 64  # channels of the encoder's stages but the last (--enc_dim 64_16)
     enc_blocks: int = 1  # ConvNeXt blocks per encoder stage (--num_blks 1_1)
     fc_dim: int = 68  # C0 of the base shape (the reference's Bunny 1.5M model: 68); `plan` sizes it
-    lower_width: int = (
-        12  # the narrowest decoder width of the base shape (--lower_width 12); `plan` scales it
-    )
+    lower_width: int = 12  # the narrowest decoder width of the base shape (--lower_width 12); `plan` sizes it
     reduction: float = 1.2  # each decoder block's width is the previous one / reduction (--reduce 1.2)
     kernel_min: int = 1  # decoder kernel of block i: min(kernel_min + 2 i, kernel_max) (--ks 0_1_5)
     kernel_max: int = 5  # the largest decoder kernel (--ks 0_1_5)
