@@ -16,6 +16,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
         for name, entry in registry.discover().items():
             status = "available" if entry.unavailable is None else f"unavailable: {entry.unavailable}"
+            if not entry.in_default_run:
+                status += "; opt-in: not in --methods all, name it"
             rates = ", ".join(f"{r:g}" for r in entry.rate_ladder) or "-"
             print(f"{name:20s} {entry.description}  (bpp {rates})  [{status}]")
         return 0

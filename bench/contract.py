@@ -108,6 +108,7 @@ class Method(ABC):
     Config: ClassVar[type]
     rate_ladder: ClassVar[tuple[float, ...]] = (0.05, 0.1, 0.2)  # rates it is built for (shown by `bench ls`)
     trains: ClassVar[bool] = False
+    in_default_run: ClassVar[bool] = True  # False: only run when named (too costly for `--methods all`)
     requires: ClassVar[tuple[str, ...]] = ()
 
     @classmethod

@@ -22,7 +22,7 @@ FRAME_FIELDS = ("frames", "size")  # the budget overrides that change what a cod
 
 def _variants_of_text(item: str) -> list[MethodVariant]:
     if item == "all":
-        return [MethodVariant(name) for name in registry.names()]
+        return [MethodVariant(name) for name in registry.names(default_run=True)]
     name, raw = parse_spec(item)
     return expand(name, registry.get(name), raw)
 

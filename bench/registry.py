@@ -27,12 +27,13 @@ from bench.contract import Method, missing_requirement
 from bench.errors import MethodError
 
 CONTRACT = "bench.contract.Method"
-LISTED = ("name", "description", "rate_ladder", "trains", "requires")
+LISTED = ("name", "description", "rate_ladder", "trains", "requires", "in_default_run")
 DEFAULTS: dict[str, Any] = {
     "description": "",
     "rate_ladder": Method.rate_ladder,
     "trains": Method.trains,
     "requires": Method.requires,
+    "in_default_run": Method.in_default_run,
 }
 
 
@@ -57,6 +58,10 @@ class MethodEntry:
     @property
     def trains(self) -> bool:
         return bool(self.attributes.get("trains", False))
+
+    @property
+    def in_default_run(self) -> bool:
+        return bool(self.attributes.get("in_default_run", True))
 
     @property
     def unavailable(self) -> str | None:
@@ -265,8 +270,13 @@ def discover() -> dict[str, MethodEntry]:
     return entries
 
 
-def names(available_only: bool = True) -> list[str]:
-    return [n for n, e in discover().items() if not available_only or e.unavailable is None]
+def names(available_only: bool = True, default_run: bool = False) -> list[str]:
+    """Method names; `default_run`: only those `--methods all` runs (opt-in methods must be named)."""
+    return [
+        n
+        for n, e in discover().items()
+        if (not available_only or e.unavailable is None) and (not default_run or e.in_default_run)
+    ]
 
 
 def get(name: str) -> type[Method]:

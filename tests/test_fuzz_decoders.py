@@ -64,7 +64,9 @@ def coded(smoke_clip: Clip, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 
 def test_every_nerv_family_method_is_fuzzed() -> None:
-    assert {"nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hnerv"} <= set(METHODS)
+    assert {"nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hnerv", "hinerv"} <= set(
+        METHODS
+    )
 
 
 def _decode_here(name: str, data: bytes, info: SeqInfo, workdir: Path) -> np.ndarray:

@@ -51,6 +51,10 @@ class Backbone(Protocol):
     `batch_input(times, frames)` gets the batch's frame times t = i / T (B,) and its frames (B, 3, H, W) in
     [0, 1] (channels-last, float32) and returns the network's input; the network returns frames (B, 3, H, W)
     in [0, 1]. NeRV is fed the times, HNeRV the frames themselves (its encoder's input).
+
+    A network trained on patches (HiNeRV) also has `patches_per_frame` (> 1) and
+    `patch_batch(frame_index, patch_index, frames) -> (input, target patches)`: the loop's samples are then
+    the clip's patches, each visited once per epoch, and its loss and PSNR are per patch.
     """
 
     def batch_input(self, times: torch.Tensor, frames: torch.Tensor) -> torch.Tensor: ...
@@ -241,7 +245,8 @@ def train(
     device = torch.device(ctx.device)
     mixed = resolve_precision(precision or ctx.budget.precision, device)
     limit = time_limit_s if time_limit_s is not None else ctx.time_limit_s
-    count = int(frames_uint8.shape[0])
+    per_frame = int(getattr(model, "patches_per_frame", 1))  # samples per frame: patches, or whole frames
+    count = int(frames_uint8.shape[0]) * per_frame
     batch = max(1, min(batch_size, count))
     steps_per_epoch = math.ceil(count / batch)
     total = max(1, epochs * steps_per_epoch)
@@ -255,7 +260,7 @@ def train(
     # Frames stay on the device as uint8 NHWC (a float copy of 600 frames at 1080p would take 15 GB); a
     # batch is converted there, which costs well under 1 % of a step and comes out channels-last.
     frames = torch.from_numpy(np.ascontiguousarray(frames_uint8)).to(device)
-    times = frame_times(count).to(device)
+    times = frame_times(int(frames_uint8.shape[0])).to(device)
     groups = _param_groups(model, lr, params)
     base_lrs = [g["lr"] for g in groups]
     optimizer = _make_optimizer(groups, device)
@@ -317,9 +322,14 @@ def train(
             multiplier = lr_multiplier(progress_at(time.perf_counter()), warmup)
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * multiplier
-            target = frames.index_select(0, idx).permute(0, 3, 1, 2).float().div_(255)
+            frame_idx = idx // per_frame if per_frame > 1 else idx
+            target = frames.index_select(0, frame_idx).permute(0, 3, 1, 2).float().div_(255)
+            if per_frame > 1:
+                inputs, target = model.patch_batch(frame_idx, idx % per_frame, target)
+            else:
+                inputs = model.batch_input(times.index_select(0, idx), target)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed == "bf16"):
-                out = model(model.batch_input(times.index_select(0, idx), target))
+                out = model(inputs)
             out = out.float()  # the loss, its statistics and the NaN check stay in float32
             per_frame_mse = (out - target).square().mean(dim=(1, 2, 3))
             value = per_frame_mse.mean() if loss == "mse" else nerv_loss(out, target)
