@@ -142,7 +142,7 @@ def test_missing_encoder_binary(
 def test_binary_without_the_encoder_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lister = _script(tmp_path, 'echo " V....D libx264   H.264"; echo " TS psnr   VV->V  PSNR"')
     monkeypatch.setenv(tools.ENV_FFMPEG, lister)
-    reason = registry.get("vvc").unavailable_reason()
+    reason = registry.discover()["vvc"].cls.unavailable_reason()
     assert reason == f"needs the ffmpeg encoder 'libvvenc', which {lister} lacks (pip install imageio-ffmpeg)"
     assert tools.missing("ffmpeg-filter:psnr") is None and "xpsnr" in str(
         tools.missing("ffmpeg-filter:xpsnr")
@@ -154,7 +154,7 @@ def test_failing_encoder_binary(smoke_clip: Clip, tmp_path: Path, monkeypatch: p
         tools.ENV_FFMPEG, _script(tmp_path, 'echo "warming up" >&2; echo "Unknown encoder" >&2; exit 1')
     )
     with pytest.raises(classical.EncoderFailed) as exc:
-        registry.get("vvc")().plan(smoke_clip, 0.5, SMOKE)
+        registry.discover()["vvc"].cls().plan(smoke_clip, 0.5, SMOKE)
     assert _one_line(exc) == "vvc: libvvenc failed (exit 1): Unknown encoder"
 
 
@@ -165,7 +165,7 @@ def test_hanging_encoder_binary_is_stopped(
     monkeypatch.setattr(vvc, "TIMEOUT_BASE_S", 0.5)
     monkeypatch.setattr(vvc, "TIMEOUT_PER_PIXEL_S", 0.0)
     with pytest.raises(classical.EncoderFailed) as exc:
-        registry.get("vvc")().plan(smoke_clip, 0.5, SMOKE)
+        registry.discover()["vvc"].cls().plan(smoke_clip, 0.5, SMOKE)
     assert "did not finish within 0.5 s" in _one_line(exc)
 
 
