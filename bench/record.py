@@ -182,7 +182,12 @@ def stream_digest(data: bytes) -> str:
 
 
 def verify_stream(record: Record, path: Path) -> str | None:
-    """None when the stream file beside a finished record is the one it was measured from, else why not."""
+    """None when the stream file beside a finished record is the one it was measured from, else why not.
+
+    A record without its stream file (results shared as JSON only, such as a study's committed records) is
+    still a result: nothing contradicts it; `bench decode` needs the stream, the report does not."""
+    if not path.exists():
+        return None
     try:
         data = path.read_bytes()
     except OSError as exc:

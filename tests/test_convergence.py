@@ -61,3 +61,21 @@ def test_without_an_epochs_ladder_the_caption_says_convergence_is_unmeasured(tmp
         _run(results, 80, 20.0 + target, target=target)
     html = build_report(results).read_text()
     assert "Convergence not measured here: no run at half the epochs" in html
+
+
+def test_every_trained_record_holds_its_in_run_curve(tmp_path: Path) -> None:
+    from bench.cli import main
+
+    results = tmp_path / "run"
+    code = main(
+        ["run", "--methods", "nerv-dense", "--seq", "bunny", "--budget", "smoke", "--results", str(results)]
+    )
+    assert code == 0
+    (record,) = store.load_results(results).finished
+    curve = record.stats["curve"]
+    epochs = curve["epochs"]
+    assert len(epochs) >= 8 and epochs == sorted(set(epochs)) and epochs[0] == 1 and epochs[-1] == 80
+    assert len(curve["seconds"]) == len(curve["train_psnr"]) == len(epochs)
+    assert curve["seconds"] == sorted(curve["seconds"]) and curve["train_psnr"][-1] > curve["train_psnr"][0]
+    # ratios between kept epochs stay near sqrt(2): a log-spaced ladder
+    assert all(b / a <= 2.0 for a, b in zip(epochs, epochs[1:], strict=False))

@@ -71,6 +71,9 @@ class TrainResult:
     seconds: float  # wall-clock training time, summed over resumed runs
     resumed_from_step: int = 0
     precision: str = "fp32"  # what the forward pass ran in ("fp32" or "bf16"), after resolving "auto"
+    curve: tuple[
+        tuple[int, float, float], ...
+    ] = ()  # (epoch, seconds, training-set PSNR) at log-spaced epochs
 
     def summary(self) -> dict[str, Any]:
         """The training figures a method's stats report."""
@@ -82,7 +85,21 @@ class TrainResult:
             "train_loss": self.loss,
             "precision": self.precision,
             "resumed_from_step": self.resumed_from_step,  # > 0: training went on from a checkpoint
+            "curve": {
+                "epochs": [e for e, _, _ in self.curve],
+                "seconds": [round(t, 2) for _, t, _ in self.curve],
+                "train_psnr": [round(q, 3) for _, _, q in self.curve],
+            },
         }
+
+
+def is_curve_epoch(epoch: int) -> bool:
+    """Whether the in-run curve keeps this epoch: 1, 2, 3, 4, 6, 8, 11, 16, 23, 32, ... (about sqrt(2) apart,
+    so a 60-epoch run keeps 12 points and any run of 16 or more keeps at least 8); the last epoch is kept too."""
+    return epoch in _CURVE_EPOCHS
+
+
+_CURVE_EPOCHS = frozenset(int(round(2 ** (k / 2))) for k in range(80))
 
 
 def with_budget_schedule(config: Any, budget: Budget, **changes: Any) -> Any:
@@ -274,6 +291,7 @@ def train(
     epoch_loss = torch.zeros((), device=device)  # sums over the epoch so far, kept on the device
     epoch_psnr = torch.zeros((), device=device)
     epoch_frames = 0
+    curve: list[tuple[int, float, float]] = []
     state = _load(path, signature, device)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -285,6 +303,7 @@ def train(
         epoch_loss += state["epoch_loss"]
         epoch_psnr += state["epoch_psnr"]
         epoch_frames = int(state["epoch_frames"])
+        curve = [tuple(point) for point in state.get("curve", [])]
     resumed_from = step
 
     def progress_at(now: float) -> float:
@@ -307,6 +326,7 @@ def train(
             "epoch_loss": epoch_loss,
             "epoch_psnr": epoch_psnr,
             "epoch_frames": epoch_frames,
+            "curve": curve,
         }
 
     window = torch.zeros(SYNC_EVERY, device=device)  # per-step losses since the last sync
@@ -363,6 +383,9 @@ def train(
                 )
             if epoch_end or finished:
                 last = {"loss": float(epoch_loss) / epoch_frames, "psnr": float(epoch_psnr) / epoch_frames}
+                epoch = math.ceil(step / steps_per_epoch)
+                if is_curve_epoch(epoch) or finished:
+                    curve.append((epoch, elapsed + now - started, last["psnr"]))
             bar.update(in_window, loss=float(losses[-1]), psnr=last["psnr"])
             in_window = 0
             if epoch_end:
@@ -385,4 +408,5 @@ def train(
         seconds=seconds,
         resumed_from_step=resumed_from,
         precision=mixed,
+        curve=tuple(curve),
     )
