@@ -320,3 +320,14 @@ def test_dry_run_estimates_from_the_records_it_has(
     assert "GPU hours" not in dry_run(paper, capsys, tmp_path)  # a cpu run
     out = dry_run([*paper, "--device", "cuda"], capsys, tmp_path)  # planned on a machine without a GPU
     assert "GPU hours" in out and "assuming a GPU" in out
+
+
+def test_every_trained_method_offers_both_losses() -> None:
+    """NeRV's 0.7 L1 + 0.3 (1 - SSIM) and MSE are a parameter of every trained method (default: mse)."""
+    from bench.params import parameters
+
+    for name, entry in registry.discover().items():
+        if entry.trains and entry.unavailable is None:
+            table = {p.name: p for p in parameters(registry.get(name))}
+            assert "loss" in table and table["loss"].default == "mse", name
+            assert "nerv" in table["loss"].help, name

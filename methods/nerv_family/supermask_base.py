@@ -65,6 +65,7 @@ class SupermaskConfig:
     batch_size: int | None = None  # None: the budget's (cpu: 2, the sweep's best; 4 and 1 were worse)
     epochs: int | None = None  # None: the budget's
     warmup: float | None = None  # None: the budget's
+    loss: str = "mse"  # "mse" (the seed paper's loss) or "nerv" (0.7 L1 + 0.3 (1 - SSIM))
     # Base shape (NeRV-S); `plan` scales the stem, C0 and the lower width together to the target rate.
     stem_dims: tuple[int, ...] = (512,)  # hidden widths of the MLP stem of the base shape (NeRV-S)
     fc_dim: int = 26  # C0: channels of the stem's output grid in the base shape (NeRV-S)
@@ -229,7 +230,7 @@ class SupermaskMethod(NeRVFamilyMethod):
             epochs=self.epochs_for(config.epochs or ctx.budget.epochs, ctx),
             lr=config.score_lr,
             batch_size=config.batch_size or ctx.budget.batch_size,
-            loss="mse",
+            loss=config.loss,
             warmup=config.warmup if config.warmup is not None else ctx.budget.warmup,
             params=groups,
             desc=self.name,
