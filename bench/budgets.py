@@ -29,7 +29,8 @@ class Budget:
     warmup: float = 0.2  # fraction of iterations of linear warm-up (NeRV: 20 %)
     codec_preset: str = "medium"  # x264/x265 speed preset
     checkpoint_every_s: float = 60.0
-    # NeRV-family training precision: fp32, bf16 (mixed: bf16 autocast, fp32 weights and optimizer) or auto
+    # NeRV-family training precision: fp32, tf32 (fp32 with TF32 matrix units, CUDA only), bf16 (mixed: bf16
+    # autocast, fp32 weights and optimizer) or auto
     # (bf16 where the device computes it natively, else fp32); records say which one ran.
     precision: str = "fp32"
 

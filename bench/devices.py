@@ -41,3 +41,19 @@ def require(device: str, flag: str = "--device") -> None:
             f"{flag} {device} asked, but torch sees {torch.cuda.device_count()} CUDA device(s) here; "
             f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
         )
+
+
+def make_deterministic(device: str) -> None:
+    """On CUDA: deterministic kernels (cuDNN without autotuning, cuBLAS with a fixed workspace), so the same
+    seed gives the same bytes; ops with no deterministic CUDA kernel warn instead of failing the job (the
+    GPU tests show whether a method's bytes repeat). Nothing to do on the CPU, whose kernels already are."""
+    if not device.startswith("cuda"):
+        return
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any work
+    import torch
+
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import bitstream, registry, store
+from bench import bitstream, devices, registry, store
 from bench.budgets import Budget, budget_changes, get_budget
 from bench.contract import Clip, Context, FitFailed, ProgressBar
 from bench.errors import BenchError, MethodError
@@ -113,6 +113,7 @@ def execute_job(spec: JobSpec, key: str, identity: dict[str, Any], position: int
     try:
         budget = spec.effective_budget()
         cls = registry.get(spec.method)
+        devices.make_deterministic(spec.device)
         clip = _load_clip(spec, budget)
         record.sequence = {**dataclasses.asdict(clip.info), "spec": spec.seq}
         time_limit = budget.train_seconds if (spec.match == "time" and cls.trains) else None

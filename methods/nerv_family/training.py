@@ -38,7 +38,7 @@ from methods.nerv_family.backbones.nerv import frame_times
 
 LOSSES = ("mse", "nerv")
 SCHEDULE_FIELDS = ("epochs", "lr", "batch_size", "warmup")  # a config's None here means "the budget's"
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("fp32", "tf32", "bf16", "auto")
 SYNC_EVERY = 32  # steps between host syncs (NaN check, progress, checkpoint opportunity)
 CHECKPOINT_FORMAT = 1
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -125,12 +125,23 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "fp32" or "bf16" for a requested precision; "auto" is bf16 only where the device has it natively."""
+    """ "fp32", "tf32" or "bf16" for a requested precision; "auto" is bf16 only where the device has it
+    natively; "tf32" (fp32 tensors, TF32 matrix units) exists on CUDA only and is fp32 elsewhere."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        return "fp32"
     return precision
+
+
+def set_tf32(device: torch.device, precision: str) -> None:
+    """fp32 means fp32: TF32 matrix units (10-bit mantissas) only when the budget asks for "tf32"."""
+    if device.type == "cuda":
+        allowed = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        torch.backends.cudnn.allow_tf32 = allowed
 
 
 def lr_multiplier(progress: float, warmup: float) -> float:
@@ -261,6 +272,7 @@ def train(
         raise ValueError(f"loss must be one of {LOSSES}, got '{loss}'")
     device = torch.device(ctx.device)
     mixed = resolve_precision(precision or ctx.budget.precision, device)
+    set_tf32(device, mixed)
     limit = time_limit_s if time_limit_s is not None else ctx.time_limit_s
     per_frame = int(getattr(model, "patches_per_frame", 1))  # samples per frame: patches, or whole frames
     count = int(frames_uint8.shape[0]) * per_frame
