@@ -50,7 +50,7 @@ from methods.nerv_family.backbones.hnerv import (
 from methods.nerv_family.backbones.render import render_inputs
 from methods.nerv_family.coding import BITS_PER_WEIGHT_AT_8, SIDE_BITS_PER_TENSOR, TENSORS_SLACK_BITS
 from methods.nerv_family.header import network_header, read_header
-from methods.nerv_family.training import TrainResult, train, with_budget_schedule
+from methods.nerv_family.training import TrainResult, with_budget_schedule
 
 PLAN_BAND = 0.05  # predicted size within 5 % of the target; rate control lands the rest
 RATE_CONTROL_BAND = 0.25  # where no shape is that close: rate control's level count reaches 25 % either way
@@ -207,17 +207,7 @@ class HNeRVMethod(NeRVFamilyMethod):
         arch = config.architecture()
         self.check_frame_size(arch.output_size, frames)
         model = self.seeded(lambda: HNeRVModel(arch), ctx.seed)
-        result = train(
-            model,
-            frames,
-            ctx,
-            epochs=self.epochs_for(config.epochs or ctx.budget.epochs, ctx),
-            lr=config.lr or ctx.budget.lr,
-            batch_size=config.batch_size or ctx.budget.batch_size,
-            loss=config.loss,
-            warmup=config.warmup,
-            desc="hnerv",
-        )
+        result = self.train_trained(model, frames, config, ctx)
         embeddings = embed_frames(model, frames, ctx.device)
         weights = {k: v.detach().to("cpu").contiguous() for k, v in model.decoder.named_parameters()}
         return HNeRVState(config, weights, embeddings, result)

@@ -45,7 +45,7 @@ from methods.nerv_family.backbones.nerv import (
 from methods.nerv_family.coding import BITS_PER_WEIGHT_AT_8, SIDE_BITS_PER_TENSOR
 from methods.nerv_family.coding import TENSORS_SLACK_BITS as CODER_SLACK_BITS
 from methods.nerv_family.header import network_header, read_network_header
-from methods.nerv_family.training import TrainResult, train, with_budget_schedule
+from methods.nerv_family.training import TrainResult, with_budget_schedule
 
 PLAN_BAND = 0.05  # predicted size within 5 % of the target; rate control lands the rest
 
@@ -172,17 +172,7 @@ class NeRVDense(NeRVFamilyMethod):
         arch = config.architecture()
         self.check_frame_size(arch.output_size, frames)
         model = self.seeded(lambda: NeRVGenerator(arch), ctx.seed)
-        result = train(
-            model,
-            frames,
-            ctx,
-            epochs=self.epochs_for(config.epochs or ctx.budget.epochs, ctx),
-            lr=config.lr or ctx.budget.lr,
-            batch_size=config.batch_size or ctx.budget.batch_size,
-            loss=config.loss,
-            warmup=config.warmup,
-            desc="nerv-dense",
-        )
+        result = self.train_trained(model, frames, config, ctx)
         weights = {k: v.detach().to("cpu").contiguous() for k, v in model.named_parameters()}
         return NeRVDenseState(config, weights, int(frames.shape[0]), result)
 

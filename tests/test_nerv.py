@@ -278,7 +278,7 @@ def test_precision_auto_picks_bf16_only_where_the_device_has_it() -> None:
     assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, auto, got 'fp16'"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, tf32, bf16, auto, got 'fp16'"):
         resolve_precision("fp16", cpu)
 
 

@@ -119,6 +119,23 @@ class NeRVFamilyMethod(Method):
         """The epoch count to train for: under a wall-clock limit the clock ends training, not the count."""
         return TIMED_EPOCHS if ctx.time_limit_s else epochs
 
+    def train_trained(self, model: Any, frames: np.ndarray, config: Any, ctx: Context) -> Any:
+        """Train a network whose every weight learns, with the config's schedule (epochs, lr, batch size,
+        loss, warm-up; None = the budget's): the fit of nerv-dense and hnerv."""
+        from methods.nerv_family.training import train
+
+        return train(
+            model,
+            frames,
+            ctx,
+            epochs=self.epochs_for(config.epochs or ctx.budget.epochs, ctx),
+            lr=config.lr or ctx.budget.lr,
+            batch_size=config.batch_size or ctx.budget.batch_size,
+            loss=config.loss,
+            warmup=config.warmup,
+            desc=self.name,
+        )
+
     # -- bench perf ----------------------------------------------------------------------------------------
     @classmethod
     def perf_sections(cls) -> dict[str, PerfSection]:

@@ -50,3 +50,14 @@ def strict_fields(cls: type, data: Any) -> dict[str, Any]:
         kind = kind if isinstance(kind, type) else _NAMES.get(kind)
         values[name] = _PARSERS[kind](data[name]) if kind in _PARSERS else _integers(data[name])
     return values
+
+
+def prime_factors(n: int) -> list[int]:
+    """The prime factors of n in ascending order (with repeats): the strides a size can be reached by."""
+    factors, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    return factors + ([n] if n > 1 else [])

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import MethodError
-from methods.nerv_family.backbones.fields import strict_fields
+from methods.nerv_family.backbones.fields import prime_factors, strict_fields
 
 MAX_SCALE = 5  # the reference's largest upsampling factor
 MAX_STAGES = 8
@@ -169,23 +169,13 @@ class HiNeRVConfig:
 # --- scales for a clip ------------------------------------------------------------------------------------
 
 
-def _prime_factors(n: int) -> list[int]:
-    factors, p = [], 2
-    while p * p <= n:
-        while n % p == 0:
-            factors.append(p)
-            n //= p
-        p += 1
-    return factors + ([n] if n > 1 else [])
-
-
 def scale_plan(height: int, width: int, largest_total: int = 60) -> tuple[tuple[int, int], tuple[int, ...]]:
     """(base_size, scales): the largest total scale up to the reference's 60 (1080p: 5, 3, 2, 2) that divides
     both sides, as prime factors of at most `MAX_SCALE`, largest first (720p: 5, 2, 2, 2 as in the reference's
     Bunny configs; 180x320: 5, 2, 2; 72x128: 2, 2, 2)."""
     common = math.gcd(height, width)
     for total in range(min(largest_total, common), 1, -1):
-        factors = _prime_factors(total)
+        factors = prime_factors(total)
         if common % total or max(factors) > MAX_SCALE:
             continue
         base = (height // total, width // total)

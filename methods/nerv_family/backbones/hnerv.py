@@ -23,7 +23,7 @@ from torch import nn
 
 from bench.errors import MethodError
 from methods.nerv_family.backbones.convnext import ConvNeXtEncoder
-from methods.nerv_family.backbones.fields import strict_fields
+from methods.nerv_family.backbones.fields import prime_factors, strict_fields
 
 MAX_STRIDE = 7  # a stride s costs a conv with s^2 times the output channels; the reference's largest is 5
 MAX_STAGES = 12
@@ -105,21 +105,11 @@ class HNeRVConfig:
 # --- strides for a clip -----------------------------------------------------------------------------------
 
 
-def _prime_factors(n: int) -> list[int]:
-    factors, p = [], 2
-    while p * p <= n:
-        while n % p == 0:
-            factors.append(p)
-            n //= p
-        p += 1
-    return factors + ([n] if n > 1 else [])
-
-
 def _splits(n: int, stages: int, largest: int) -> list[int] | None:
     """n as `stages` strides of at most `largest`, large ones first, as even as the primes allow (the
     reference's 320 = 5, 4, 4, 2, 2): the two smallest factors merge while there are too many; None if
     they cannot."""
-    factors = sorted(_prime_factors(n))
+    factors = sorted(prime_factors(n))
     if any(f > largest for f in factors):
         return None
     while len(factors) > stages:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from bench.errors import MethodError
-from methods.nerv_family.backbones.fields import strict_fields
+from methods.nerv_family.backbones.fields import prime_factors, strict_fields
 from methods.nerv_family.backbones.render import render_inputs
 
 MAX_PRIME_STRIDE = (
@@ -121,18 +121,6 @@ class NeRVConfig:
         return config
 
 
-def _prime_factors(n: int) -> list[int]:
-    factors, p = [], 2
-    while p * p <= n:
-        while n % p == 0:
-            factors.append(p)
-            n //= p
-        p += 1
-    if n > 1:
-        factors.append(n)
-    return factors
-
-
 def choose_strides(height: int, width: int, start: tuple[int, int] = (9, 16)) -> tuple[int, ...]:
     """Upscaling strides from the start grid to (height, width): prime factors, largest first (NeRV's order).
 
@@ -140,7 +128,7 @@ def choose_strides(height: int, width: int, start: tuple[int, int] = (9, 16)) ->
     """
     h0, w0 = start
     scale = height // h0 if h0 > 0 else 0
-    factors = _prime_factors(scale) if scale >= 1 else []
+    factors = prime_factors(scale) if scale >= 1 else []
     if scale < 1 or (h0 * scale, w0 * scale) != (height, width) or any(f > MAX_PRIME_STRIDE for f in factors):
         examples = ", ".join(f"{w0 * k}x{h0 * k}" for k in (8, 20, 80, 120))
         raise MethodError(
@@ -162,7 +150,7 @@ def choose_grid(
         return start, choose_strides(height, width, start)
     except MethodError as preferred:
         common = math.gcd(height, width)
-        scale = math.prod(f for f in _prime_factors(common) if f <= MAX_PRIME_STRIDE) if common > 1 else 1
+        scale = math.prod(f for f in prime_factors(common) if f <= MAX_PRIME_STRIDE) if common > 1 else 1
         if scale == 1:  # no upscaling block would fit: say which sizes work rather than build a stem-only net
             raise preferred from None
     grid = (height // scale, width // scale)
