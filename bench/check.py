@@ -28,15 +28,13 @@ from typing import Any
 
 from bench import store
 from bench.errors import ConfigError
+from bench.metrics import METRIC_NAMES
 from bench.record import Record
 
-# metric key in thresholds -> (record metric name, True when higher is better)
-_METRICS = {
-    "psnr": ("psnr", True),
-    "ms_ssim": ("ms-ssim", True),
-    "flip": ("flip", False),
-    "lpips": ("lpips", False),
-}
+# metric key in thresholds (the record's name with "_" for "-") -> (record metric name, True when higher
+# is better): every metric a run records (bench.metrics.METRIC_NAMES); FLIP and LPIPS are distances
+LOWER_IS_BETTER = ("flip", "lpips")
+_METRICS = {name.replace("-", "_"): (name, name not in LOWER_IS_BETTER) for name in METRIC_NAMES}
 _BOUND_KEYS = {"method", "sequence", "budget", "target_bpp", "max_bpp_deviation"} | {
     f"{'min' if hib else 'max'}_{key}" for key, (_, hib) in _METRICS.items()
 }
@@ -115,7 +113,7 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
                     )
                 if not numeric and not isinstance(value, str):
                     raise ThresholdsError(f"{section}[{i}].{key} in '{path}' must be a string, got {value!r}")
-            if section == "claims" and entry["metric"] not in _METRICS:
+            if section == "claims" and str(entry["metric"]).replace("-", "_") not in _METRICS:
                 raise ThresholdsError(f"claims[{i}].metric in '{path}' must be one of {', '.join(_METRICS)}")
     return {"bounds": data.get("bounds") or [], "claims": data.get("claims") or []}
 
@@ -175,7 +173,7 @@ def evaluate(results: Path, thresholds: dict[str, list[dict[str, Any]]]) -> list
 
 def _judge_claim(claim: dict[str, Any], records: list[Record]) -> list[CheckRow]:
     """One row per common target rate: the (paired) difference and whether its lower bound clears the claim."""
-    name, higher_is_better = _METRICS[claim["metric"]]
+    name, higher_is_better = _METRICS[claim["metric"].replace("-", "_")]
     subject = f"{claim['better']} vs {claim['worse']} / {claim['sequence']} / {claim['budget']}"
     by_rate: dict[float, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for side in ("better", "worse"):

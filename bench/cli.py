@@ -151,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.add_argument("--out", default=None, help="HTML file (default: <results>/report.html)")
     p.add_argument("--anchor", default="nerv-dense", help="method the BD-rates are measured against")
+    p.add_argument(
+        "--metric",
+        default="psnr",
+        help="metric of the BD table and an extra RD panel: psnr (default), vmaf, psnr-yuv, xpsnr, ms-ssim, ...",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(

@@ -21,7 +21,7 @@ from reports import figures
 from reports.bd import bd_rows, choose_anchor
 from reports.convergence import convergence, convergence_views
 from reports.gallery import build_galleries
-from reports.points import fold_points
+from reports.points import RECORDED_METRICS, fold_points
 from reports.tables import (
     bd_table,
     budget_rows,
@@ -32,9 +32,18 @@ from reports.tables import (
     visible_columns,
     write_points_csv,
 )
-from reports.views import build_views, caption_for, load_published, overlays_for, render_figure
+from reports.views import (
+    build_views,
+    caption_for,
+    load_published,
+    overlays_for,
+    render_figure,
+    render_speed_figure,
+)
 
 ANCHOR = "nerv-dense"
+LOWER_IS_BETTER = ("flip", "lpips")
+BD_LABELS = {"psnr": "PSNR", "ms-ssim": "MS-SSIM", "flip": "FLIP", "lpips": "LPIPS", "vmaf": "VMAF"}
 TEMPLATES = Path(__file__).with_name("templates")
 
 
@@ -51,8 +60,11 @@ def render_html(context: dict[str, Any]) -> str:
     return env.get_template("report.html").render(**context)
 
 
-def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR) -> Path:
-    """Write report.html (at `out`, default <results>/report.html), summary.md and points.csv beside it."""
+def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR, metric: str = "psnr") -> Path:
+    """Write report.html (at `out`, default <results>/report.html), summary.md and points.csv beside it.
+
+    `metric` is the one the BD table measures and the extra RD panel draws (any metric the records hold).
+    """
     import bench
     from bench.provenance import git_commit
 
@@ -61,6 +73,10 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR) -
     if not store.jobs_dir(results).is_dir() and not store.failed_dir(results).is_dir():
         raise BenchError(f"no results in '{results}': run `bench run --results {results}` first")
     check_output_file(out, "--out")
+    if metric not in RECORDED_METRICS:
+        raise BenchError(
+            f"--metric {metric!r} is not a recorded metric: use one of {', '.join(RECORDED_METRICS)}"
+        )
     loaded = store.load_results(results)
     finished, failed = loaded.finished, loaded.failed
 
@@ -77,12 +93,14 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR) -
     for view in views:
         overlays, notes = overlays_for(view, published["series"])
         view.caption = caption_for(view, notes)
-        view.figure = render_figure(view, styles, overlays)
+        view.figure = render_figure(view, styles, overlays, metric)
+        view.speed_figure = render_speed_figure(view, styles, metric)
         if chosen is not None:
+            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # BD deltas assume higher is better
             curves = {
                 m: (
-                    [p.mean["bpp"] for p in ps if p.mean["psnr"] is not None],
-                    [p.mean["psnr"] for p in ps if p.mean["psnr"] is not None],
+                    [p.mean["bpp"] for p in ps if p.mean.get(metric) is not None],
+                    [sign * p.mean[metric] for p in ps if p.mean.get(metric) is not None],
                 )
                 for m, ps in view.curves().items()
             }
@@ -103,6 +121,8 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR) -
             "rejected": len(loaded.rejected),
         },
         "anchor": chosen,
+        "bd_metric": metric,
+        "bd_metric_label": BD_LABELS.get(metric, metric.upper()),
         "anchor_note": anchor_note,
         "min_points": MIN_POINTS,
         "min_overlap": MIN_OVERLAP,
@@ -133,7 +153,12 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR) -
 def report_command(args: Any) -> int:
     results = Path(args.results)
     out = Path(args.out) if getattr(args, "out", None) else results / "report.html"
-    path = build_report(results, out, anchor=getattr(args, "anchor", None) or ANCHOR)
+    path = build_report(
+        results,
+        out,
+        anchor=getattr(args, "anchor", None) or ANCHOR,
+        metric=getattr(args, "metric", None) or "psnr",
+    )
     print(f"report: {path}")
     print(f"summary: {path.parent / 'summary.md'}")
     print(f"points: {path.parent / 'points.csv'}")

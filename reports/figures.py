@@ -20,6 +20,16 @@ METRIC_AXES = {
     "flip": "FLIP ↓",
     "lpips": "LPIPS ↓",
 }
+# every other metric a record may hold: drawn as an extra panel when a report is asked for it (--metric)
+EXTRA_AXES = {
+    "psnr-seq": "PSNR of the mean MSE (dB) ↑",
+    "psnr-y": "PSNR Y (dB) ↑",
+    "psnr-u": "PSNR U (dB) ↑",
+    "psnr-v": "PSNR V (dB) ↑",
+    "psnr-yuv": "PSNR-YUV 6:1:1 (dB) ↑",
+    "vmaf": "VMAF ↑",
+    "xpsnr": "XPSNR (dB) ↑",
+}
 
 # The study's methods keep one look in every figure; the proposed method gets the strongest colour.
 _KNOWN_STYLES = {
@@ -188,7 +198,7 @@ def _format_axis(ax, metric: str, log_x: bool) -> None:
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     ax.set_xlabel("bits per pixel")
-    ax.set_ylabel(METRIC_AXES.get(metric, metric))
+    ax.set_ylabel({**METRIC_AXES, **EXTRA_AXES}.get(metric, metric))
     ax.grid(True, which="major", color="#dddddd", linewidth=0.8)
     if log_x:
         ax.set_xscale("log")
@@ -259,6 +269,42 @@ def training_figure(runs: Sequence[TrainingSeries], curves: Sequence[TrainingSer
         if handles:
             fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, ncol=4)
         fig.subplots_adjust(wspace=0.3)
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    return buffer.getvalue()
+
+
+def speed_figure(
+    series: Sequence[Series], decode_fps: dict[str, list[float | None]], metric: str = "psnr"
+) -> str:
+    """SVG of quality against decoding speed (frames/s, log x): one marker per point, a line per method."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "nerv-bench", "font.size": 10}):
+        fig = Figure(figsize=(3.9, 3.1))
+        ax = fig.subplots()
+        for s in series:
+            pairs = sorted(
+                (f, v)
+                for f, v in zip(decode_fps.get(s.label, []), s.values.get(metric, []), strict=False)
+                if f and v is not None
+            )
+            if pairs:
+                ax.plot(
+                    *zip(*pairs, strict=True),
+                    color=s.style.colour,
+                    marker=s.style.marker,
+                    linestyle="none",
+                    markersize=6,
+                    label=s.label,
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("decoded frames per second (this machine)")
+        ax.set_ylabel({**METRIC_AXES, **EXTRA_AXES}.get(metric, metric))
+        ax.grid(True, which="major", color="#dddddd", linewidth=0.8)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
         buffer = io.StringIO()
         fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     return buffer.getvalue()

@@ -15,14 +15,26 @@ from reports import figures
 # where a method's stats keep its parameter and non-zero counts (first key present wins)
 PARAM_KEYS = ("parameters", "params", "masked_weights")
 NONZERO_KEYS = ("nonzeros", "nonzero_parameters", "nonzero")
-FIELDS = (
-    "bpp",
+# every metric a record may hold (bench.metrics.METRIC_NAMES), then the other numbers a point shows
+RECORDED_METRICS = (
     "psnr",
+    "psnr-seq",
+    "psnr-y",
+    "psnr-u",
+    "psnr-v",
+    "psnr-yuv",
     "ms-ssim",
     "flip",
     "lpips",
+    "vmaf",
+    "xpsnr",
+)
+FIELDS = (
+    "bpp",
+    *RECORDED_METRICS,
     "params",
     "nonzeros",
+    "macs_per_pixel",
     "encode_s",
     "decode_s",
     "decode_fps",
@@ -50,8 +62,12 @@ COLUMNS = (
     Column("ms-ssim", "MS-SSIM", ".4f", with_std=True),
     Column("flip", "FLIP", ".4f", with_std=True),
     Column("lpips", "LPIPS", ".4f", with_std=True, optional=True),
+    Column("psnr-yuv", "PSNR-YUV 6:1:1 (dB)", ".2f", optional=True),
+    Column("vmaf", "VMAF", ".2f", with_std=True, optional=True),
+    Column("xpsnr", "XPSNR (dB)", ".2f", optional=True),
     Column("params", "params", ",.0f", optional=True),
     Column("nonzeros", "non-zeros", ",.0f", optional=True),
+    Column("macs_per_pixel", "decode MAC/pixel", ",.0f", optional=True),
     Column("encode_s", "encode (s)", ".3g"),
     Column("decode_s", "decode (s)", ".3g"),
     Column("decode_fps", "decode (frames/s)", ".3g", optional=True),
@@ -103,9 +119,10 @@ def record_values(record: Record) -> dict[str, float | None]:
     """The numbers of one record the report shows, None where the record has none."""
     return {
         "bpp": record.bpp,
-        **{name: record.mean(name) for name in ("psnr", "ms-ssim", "flip", "lpips")},
+        **{name: record.mean(name) for name in RECORDED_METRICS},
         "params": _first_stat(record.stats, PARAM_KEYS),
         "nonzeros": _first_stat(record.stats, NONZERO_KEYS),
+        "macs_per_pixel": _first_stat(record.stats, ("macs_per_pixel",)),
         "encode_s": record.timings.get("encode_s"),
         "decode_s": record.timings.get("decode_s"),
         "decode_fps": record.decode_fps,

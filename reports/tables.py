@@ -209,7 +209,7 @@ def summary_markdown(context: dict[str, Any]) -> str:
     if context["bd"]:
         lines += [
             "",
-            f"## BD vs {_md(context['anchor'])} (PSNR)",
+            f"## BD vs {_md(context['anchor'])} ({_md(context['bd_metric_label'])})",
             "",
             "| view | budget | matching | method | points | BD-rate % | BD-PSNR dB | why no value |",
             "|---|---|---|---|---|---|---|---|",

@@ -35,6 +35,7 @@ class View:
     figure: str = ""
     caption: list[str] = field(default_factory=list)
     bd: list[BDRow] = field(default_factory=list)
+    speed_figure: str = ""  # quality against decoding speed
     budget_label: str = ""  # the budget's name plus any overrides
 
     def curves(self) -> dict[str, list[Point]]:
@@ -253,6 +254,9 @@ def caption_for(view: View, overlay_notes: list[str]) -> list[str]:
             "Convergence not measured here: no run at half the epochs (an epochs grid, e.g. --epochs 30,60, "
             "measures it); these networks may be far from fitted."
         )
+    encoders = encoder_notes(r for p in view.points for r in p.records)
+    if encoders:
+        lines.append(encoders)
     notes = metric_notes(r for p in view.points for r in p.records)
     if notes:
         lines.append("Metrics: " + "; ".join(f"{name}: {text}" for name, text in notes.items()) + ".")
@@ -276,7 +280,7 @@ def metric_notes(records: Iterable[Record]) -> dict[str, str]:
     return {name: " / ".join(texts) for name, texts in sorted(seen.items())}
 
 
-def render_figure(view: View, styles: dict[str, figures.Style], overlays: list[figures.Overlay]) -> str:
+def _series(view: View, styles: dict[str, figures.Style], metrics: Sequence[str]) -> list[figures.Series]:
     series = []
     for method, pts in view.curves().items():
         keep = [p for p in pts if p.mean["bpp"] is not None]
@@ -286,8 +290,38 @@ def render_figure(view: View, styles: dict[str, figures.Style], overlays: list[f
                 style=styles[method],
                 bpp=[p.mean["bpp"] for p in keep],
                 bpp_std=[p.std["bpp"] or 0.0 for p in keep],
-                values={m: [p.mean.get(m) for p in keep] for m in figures.METRIC_AXES},
-                stds={m: [p.std.get(m) or 0.0 for p in keep] for m in figures.METRIC_AXES},
+                values={m: [p.mean.get(m) for p in keep] for m in metrics},
+                stds={m: [p.std.get(m) or 0.0 for p in keep] for m in metrics},
             )
         )
-    return figures.svg_data_uri(figures.rd_figure(series, overlays))
+    return series
+
+
+def render_figure(
+    view: View, styles: dict[str, figures.Style], overlays: list[figures.Overlay], metric: str = "psnr"
+) -> str:
+    """The view's RD panels: PSNR, MS-SSIM, FLIP (LPIPS when recorded), and the report's chosen metric."""
+    metrics = list(figures.METRIC_AXES) + ([metric] if metric not in figures.METRIC_AXES else [])
+    return figures.svg_data_uri(figures.rd_figure(_series(view, styles, metrics), overlays))
+
+
+def render_speed_figure(view: View, styles: dict[str, figures.Style], metric: str = "psnr") -> str:
+    """Quality against decoding speed: what each point costs a viewer, beside what it costs in bits."""
+    series = _series(view, styles, [metric])
+    fps = {
+        method: [p.mean.get("decode_fps") for p in pts if p.mean["bpp"] is not None]
+        for method, pts in view.curves().items()
+    }
+    return figures.svg_data_uri(figures.speed_figure(series, fps, metric))
+
+
+def encoder_notes(records: Iterable[Record]) -> str | None:
+    """The encoders (and versions) that wrote the anchors' streams, as their records name them."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        encoder = r.stats.get("encoder")
+        if isinstance(encoder, str) and encoder:
+            seen[r.method].add(encoder)
+    if not seen:
+        return None
+    return "Encoders: " + "; ".join(f"{m}: {', '.join(sorted(v))}" for m, v in sorted(seen.items())) + "."

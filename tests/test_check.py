@@ -136,7 +136,7 @@ def _claim_results(folder: Path, claim: dict, differences: dict[int, float], bas
     from bench.budgets import get_budget
     from bench.check import _METRICS
 
-    name, higher_is_better = _METRICS[claim["metric"]]
+    name, higher_is_better = _METRICS[claim["metric"].replace("-", "_")]
     sign = 1 if higher_is_better else -1
     for seed, diff in differences.items():
         for method, value in (
