@@ -321,3 +321,20 @@ def test_random_command_lines_exit_0_or_2_without_a_traceback(
     assert "Traceback" not in err.getvalue() + out.getvalue(), argv
     if code == 2:
         assert sorted(p.name for p in tmp_path.iterdir()) == before, argv  # nothing left behind
+
+
+def test_lpips_alone_without_weights_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    from bench import metrics
+
+    if metrics.lpips_available() is None:
+        pytest.skip("LPIPS weights are installed here: the metric can be computed")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(image)
+    assert main(["score", str(image), str(image), "--metrics", "lpips"]) == 2
+    assert "--metrics lpips cannot be computed here: no AlexNet backbone weights" in one_line(
+        capsys.readouterr().err
+    )
