@@ -16,7 +16,7 @@ from bench.budgets import get_budget
 from bench.contract import Context, SeqInfo
 from bench.errors import BenchError, BitstreamError
 from bench.paths import check_output_file, check_output_folder
-from bench.runconfig import RUN_FIELDS, resolve_options
+from bench.runconfig import RUN_FIELDS, resolve_options, slurm_flags
 from bench.runner import Terminated, run_jobs, sigterm_unwinds
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi")
@@ -77,7 +77,6 @@ def dry_run(jobs: list[Any], results: Path) -> None:
 
 def run_command(args: Any) -> int:
     from bench import devices
-    from bench.cluster import slurm_flags
     from bench.data import parse_size
     from bench.grid import plan_grid
 

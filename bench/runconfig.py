@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
+from bench.slurm_units import parse_duration_s, parse_time
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 MAX_BPP = 24.0  # 8-bit RGB, uncompressed
@@ -122,7 +123,7 @@ class SlurmOptions:
     )
 
 
-# The `bench run` flags of the Slurm options (flag, type, help); `bench.cluster.slurm_flags` reads them back
+# The `bench run` flags of the Slurm options (flag, type, help); `slurm_flags` below reads them back
 # under SlurmOptions' names. In a config file the same options go under `slurm:`.
 SLURM_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--partition", str, "Slurm: partition (default: the cluster's default)"),
@@ -315,3 +316,20 @@ def add_run_flags(parser: Any) -> None:
             parser.add_argument(flag, default=None, help=f.metadata["help"], **extras)
     for flag, kind, help_text in SLURM_FLAGS:
         parser.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def slurm_flags(args: Any) -> dict[str, Any]:
+    """The Slurm options given as `bench run` flags, parsed, under SlurmOptions' names (unset ones left out)."""
+    flags = {
+        "partition": getattr(args, "partition", None),
+        "cpus": getattr(args, "cpus_per_task", None),
+        "mem": getattr(args, "mem", None),
+        "gpus": getattr(args, "gpus", None),
+        "account": getattr(args, "account", None),
+        "array_parallelism": getattr(args, "slurm_array_parallelism", None),
+    }
+    if getattr(args, "time", None) is not None:
+        flags["time_min"] = parse_time(args.time, "--time")
+    if getattr(args, "max_pending", None) is not None:
+        flags["max_pending_s"] = parse_duration_s(args.max_pending, "--max-pending")
+    return {k: v for k, v in flags.items() if v is not None}
