@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import MetricError
+from bench.frame_pairs import check_pair
 from bench.lpips_alex import lpips_available
 
 __all__ = [
@@ -76,33 +77,6 @@ MS_SSIM_WIN = 11
 MS_SSIM_MIN_WIN = 3
 _MS_SSIM_DOWNSAMPLES = 4
 _CHUNK_PIXELS = 1 << 22  # frames per torch batch: about two 1080p frames
-
-
-def as_frames(x: np.ndarray, name: str = "frames") -> np.ndarray:
-    """`x` as a (T, H, W, 3) uint8 array; a single (H, W, 3) frame becomes T = 1."""
-    if not isinstance(x, np.ndarray):
-        raise MetricError(f"{name} must be a numpy array of uint8 RGB frames, got {type(x).__name__}")
-    if x.dtype != np.uint8:
-        raise MetricError(f"{name} must be uint8 RGB (0-255), got {x.dtype}; convert before scoring")
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[-1] != 3 or 0 in x.shape:
-        raise MetricError(f"{name} must have shape (T, H, W, 3) or (H, W, 3) with RGB last, got {x.shape}")
-    return x
-
-
-def _describe(x: np.ndarray) -> str:
-    return f"{x.shape[0]} frame(s) of {x.shape[2]}x{x.shape[1]}"
-
-
-def check_pair(ref: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both inputs as (T, H, W, 3) uint8 of the same shape, or a MetricError naming both sizes."""
-    ref, test = as_frames(ref, "reference"), as_frames(test, "test")
-    if ref.shape != test.shape:
-        raise MetricError(
-            f"reference ({_describe(ref)}) and test ({_describe(test)}) differ; score inputs of equal size"
-        )
-    return ref, test
 
 
 def mse(ref: np.ndarray, test: np.ndarray) -> np.ndarray:
