@@ -104,7 +104,12 @@ def get_budget(name: str) -> Budget:
 
 # --- overrides: `--epochs 240`, `--resize 360x640`, ... on top of a named budget ---------------------------
 
-OVERRIDABLE = ("epochs", "frames", "size", "lr", "train_seconds")
+OVERRIDABLE = ("epochs", "frames", "step", "size", "lr", "train_seconds")
+FRAME_FIELDS = (
+    "frames",
+    "step",
+    "size",
+)  # the overrides that change the coded frames (codecs see only these)
 
 
 def with_overrides(budget: Budget, overrides: dict[str, object] | tuple[tuple[str, object], ...]) -> Budget:

@@ -10,14 +10,13 @@ import itertools
 from typing import Any
 
 from bench import registry
-from bench.budgets import Budget, get_budget, with_overrides
+from bench.budgets import FRAME_FIELDS, Budget, get_budget, with_overrides
 from bench.errors import ConfigError
 from bench.identity import InputIdentity, JobSpec, PlannedJob, job_identity, job_key
 from bench.params import MethodVariant, expand, parse_spec, split_top_level
 from bench.runconfig import RunOptions
 
 MAX_JOBS_UNASKED = 10_000
-FRAME_FIELDS = ("frames", "size")  # the budget overrides that change what a codec codes
 
 
 def _variants_of_text(item: str) -> list[MethodVariant]:

@@ -94,10 +94,10 @@ class Record:
 
     @property
     def frames_label(self) -> str:
-        """The budget label restricted to the overrides that change the coded frames (count, size)."""
-        from bench.budgets import budget_label
+        """The budget label restricted to the overrides that change the coded frames (count, step, size)."""
+        from bench.budgets import FRAME_FIELDS, budget_label
 
-        kept = {k: v for k, v in self.budget_overrides.items() if k in ("frames", "size")}
+        kept = {k: v for k, v in self.budget_overrides.items() if k in FRAME_FIELDS}
         return budget_label(self.budget_name, kept)
 
     @property

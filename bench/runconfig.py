@@ -166,6 +166,11 @@ class RunOptions:
     frames: list[int] | None = option(
         None, "override the budget's frame count; a grid axis", parse=_number_list("frames", int)
     )
+    step: list[int] | None = option(
+        None,
+        "override the budget's frame step (2: every other frame, so the clip spans twice the time); a grid axis",
+        parse=_number_list("step", int),
+    )
     resize: list[tuple[int, int]] | None = option(
         None, "override the budget's frame size, HEIGHTxWIDTH (e.g. 180x320); a grid axis", parse=_sizes
     )
@@ -215,6 +220,7 @@ class RunOptions:
         axes = {
             "epochs": self.epochs,
             "frames": self.frames,
+            "step": self.step,
             "size": self.resize,
             "lr": self.lr,
             "train_seconds": self.train_seconds,

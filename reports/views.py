@@ -164,7 +164,7 @@ def describe_budget(b: dict[str, Any], width: int | None, height: int | None, la
         "all frames" if b.get("frames") is None else f"{b['frames']} frames from frame {b.get('start', 0)}"
     )
     if b.get("step", 1) != 1:
-        frames += f", every {b['step']}th"
+        frames += f", one in every {b['step']}"
     size = f" at {width}x{height} px" if width and height else ""
     return (
         f"Budget '{label or b.get('name', '?')}': {frames}{size}; {b.get('epochs', '?')} training epochs "

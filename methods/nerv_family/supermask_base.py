@@ -49,6 +49,7 @@ SIZE_AIM = 0.02  # the size is predictable: aim within 2 %
 CODER_SLACK_BITS = CODER_FINAL_BITS  # the level maps' range coder ends on its final words
 # The range coder's excess over the exact code length, per symbol: measured 1.2e-4 bits on 3M-symbol maps.
 CODER_EXCESS_PER_SYMBOL = 1e-3
+SCORE_LR_SHARE = 0.6  # the scores' peak lr as a share of the budget's (weight) lr: 3e-3 at 5e-3
 MAX_SEED = 1 << 63  # job seeds are 63-bit; a larger one is forged (and would build another network)
 
 
@@ -60,7 +61,9 @@ class SupermaskConfig:
     weight_init: str = "signed"  # "signed": sign(w0) * c; "normal": w0 * c with w0 ~ N(0, 1)
     scale_rule: str = "variance"  # sqrt(2 / fan_in) / sqrt(E[lambda^2]); "okoshi": sqrt(2 / (fan_in k_1))
     alpha_param: str = "direct"  # learned scales: alpha = c * theta ("direct") or c * exp(theta) ("log")
-    score_lr: float = 3e-3  # Adam with NeRV's schedule; the fixed variant needs it low, learned does not mind
+    # Adam with NeRV's schedule; None: SCORE_LR_SHARE x the budget's lr (so `--lr` moves it too). The sweep's
+    # best at the short budgets' 5e-3 was 3e-3: the fixed variant needs it low, learned does not mind.
+    score_lr: float | None = None
     alpha_lr: float = 1e-1  # learned scales only; relative to c (theta starts at 1, or 0 for "log")
     batch_size: int | None = None  # None: the budget's (cpu: 2, the sweep's best; 4 and 1 were worse)
     epochs: int | None = None  # None: the budget's
@@ -86,6 +89,10 @@ class SupermaskConfig:
 
     def architecture(self) -> NeRVConfig:
         return architecture_of(self)
+
+    def score_lr_at(self, budget_lr: float) -> float:
+        """The scores' peak learning rate under a budget whose weights train at `budget_lr`."""
+        return self.score_lr or SCORE_LR_SHARE * budget_lr
 
     def mask_settings(self, scale_mode: str) -> MaskSettings:
         return MaskSettings(self.densities, scale_mode, self.weight_init, self.scale_rule, self.alpha_param)
@@ -222,13 +229,14 @@ class SupermaskMethod(NeRVFamilyMethod):
         self.check_frame_size(arch.output_size, frames)
         settings = config.mask_settings(self.scale_mode)
         model = build_generator(arch, settings, ctx.seed)
-        groups = parameter_groups(model, self.scale_mode, config.score_lr, config.alpha_lr)
+        score_lr = config.score_lr_at(ctx.budget.lr)
+        groups = parameter_groups(model, self.scale_mode, score_lr, config.alpha_lr)
         result = train(
             model,
             frames,
             ctx,
             epochs=self.epochs_for(config.epochs or ctx.budget.epochs, ctx),
-            lr=config.score_lr,
+            lr=score_lr,
             batch_size=config.batch_size or ctx.budget.batch_size,
             loss=config.loss,
             warmup=config.warmup if config.warmup is not None else ctx.budget.warmup,

@@ -145,8 +145,8 @@ def _suite_train(
         scale_mode = loop.removeprefix("supermask-")
         defaults = SupermaskConfig()
         model = build_generator(perf_arch(size), MaskSettings(scale_mode=scale_mode), 0)
-        groups = parameter_groups(model, scale_mode, defaults.score_lr, defaults.alpha_lr)
-        lr = defaults.score_lr
+        lr = defaults.score_lr_at(budget.lr)
+        groups = parameter_groups(model, scale_mode, lr, defaults.alpha_lr)
     clock = _SyncClock()
     with tempfile.TemporaryDirectory() as tmp:
         ctx = Context(workdir=Path(tmp), budget=budget, device=device, progress=lambda total, desc: clock)
