@@ -89,9 +89,7 @@ def job_identity(spec: JobSpec, seq_checksum: str, source: InputIdentity) -> dic
         "sequence_checksum": seq_checksum,
         "input": dataclasses.asdict(source),
         "frames": {"start": budget.start, "count": budget.frames, "step": budget.step, "size": budget.size},
-        "budget": {
-            k: v for k, v in budget.to_dict().items() if k != "bpp_ladder"
-        },  # the ladder picks jobs, not results
+        "budget": budget.identity(),
         "target_bpp": spec.target_bpp,
         "seed": spec.seed,
         "match": spec.match if cls.trains else "n/a",

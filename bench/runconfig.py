@@ -157,7 +157,7 @@ class RunOptions:
         "comma-separated target bits per pixel (default: the budget's ladder)",
         parse=_number_list("bpp", float, maximum=MAX_BPP),
     )
-    budget: str = option("cpu", "smoke | ci | cpu (default) | paper")
+    budget: str = option("cpu", "smoke | ci | cpu (default) | study | paper")
     epochs: list[int] | None = option(
         None,
         "override the budget's training epochs; several values form a grid axis",

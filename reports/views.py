@@ -241,6 +241,8 @@ def caption_for(view: View, overlay_notes: list[str]) -> list[str]:
         describe_protocol(view.protocol, view.budget, has_codecs),
         spread,
     ]
+    if view.budget.get("caption_note") and view.protocol != "n/a":
+        lines.append(view.budget["caption_note"])
     unconverged = sorted({p.method for p in view.points if p.convergence and p.convergence.startswith("not")})
     if unconverged:
         lines.append(

@@ -11,8 +11,10 @@ from bench.budgets import get_budget
 from reports.build import build_report
 
 
-def _run(results: Path, epochs: int, psnr: float, target: float = 0.5, curve: bool = False) -> None:
-    budget = {**get_budget("smoke").to_dict(), "epochs": epochs}
+def _run(
+    results: Path, epochs: int, psnr: float, target: float = 0.5, curve: bool = False, note: str = ""
+) -> None:
+    budget = {**get_budget("smoke").to_dict(), "epochs": epochs, "caption_note": note}
     stats = {"train_seconds": epochs * 0.1}
     if curve:
         stats["curve"] = {
@@ -61,6 +63,14 @@ def test_without_an_epochs_ladder_the_caption_says_convergence_is_unmeasured(tmp
         _run(results, 80, 20.0 + target, target=target)
     html = build_report(results).read_text()
     assert "Convergence not measured here: no run at half the epochs" in html
+
+
+def test_a_budget_that_stops_short_says_so_in_its_caption(tmp_path: Path) -> None:
+    results = tmp_path / "res"
+    note = get_budget("cpu").caption_note
+    for target in (0.3, 0.5):
+        _run(results, 80, 20.0 + target, target=target, note=note)
+    assert note.split(" (")[0] in build_report(results).read_text()
 
 
 def test_every_trained_record_holds_its_in_run_curve(tmp_path: Path) -> None:

@@ -79,7 +79,8 @@ class Sequence:
         if last >= self.num_frames:
             raise DataError(
                 f"{who} {count} frames from frame {start} every {step} (up to frame {last}), but sequence "
-                f"'{self.name}' has {self.num_frames} frames (0..{self.num_frames - 1})"
+                f"'{self.name}' has {self.num_frames} frames (0..{self.num_frames - 1}): ask for fewer "
+                "(--frames, --step) or use a longer sequence"
             )
         return range(start, last + 1, step)
 

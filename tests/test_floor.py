@@ -1,0 +1,94 @@
+"""The CI bounds of trained methods lie above the floor (a still frame), so a network that ignores its time
+input fails CI: shown with a plugin that feeds nerv-dense a constant time."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench import registry
+from bench.cli import main
+
+CI_THRESHOLDS = Path(__file__).resolve().parents[1] / "thresholds" / "ci.yaml"
+TRAINED = ("nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hnerv")
+FLOOR = "still-frame"
+CODEC_MARGIN_DB = 0.5  # the still-frame bound is its measured PSNR minus this (see the file's header)
+
+CONSTANT_TIME = '''
+"""nerv-dense whose network sees time 0 for every frame: one picture for the whole clip, a stand-in for a
+broken time input."""
+import contextlib
+
+import torch
+
+from methods.nerv_dense import NeRVDense as _NeRVDense
+from methods.nerv_family.backbones.nerv import NeRVGenerator
+
+
+@contextlib.contextmanager
+def _time_ignored():
+    forward = NeRVGenerator.forward
+    NeRVGenerator.forward = lambda self, t: forward(self, torch.zeros_like(t))
+    try:
+        yield
+    finally:
+        NeRVGenerator.forward = forward
+
+
+class NeRVDense(_NeRVDense):
+    version = "1-constant-time"
+
+    def fit(self, frames, config, ctx):
+        with _time_ignored():
+            return super().fit(frames, config, ctx)
+
+    def decode(self, data, info, ctx):
+        with _time_ignored():
+            return super().decode(data, info, ctx)
+'''
+
+
+def _bounds() -> list[dict]:
+    return yaml.safe_load(CI_THRESHOLDS.read_text())["bounds"]
+
+
+def _bound(method: str, bpp: float) -> dict:
+    return next(b for b in _bounds() if b["method"] == method and b["target_bpp"] == bpp)
+
+
+@pytest.mark.parametrize("method", TRAINED)
+def test_every_trained_bound_lies_above_the_floor(method: str) -> None:
+    for bound in (b for b in _bounds() if b["method"] == method):
+        floor = _bound(FLOOR, bound["target_bpp"])["min_psnr"] + CODEC_MARGIN_DB
+        assert bound["min_psnr"] > floor, (
+            f"{method} at {bound['target_bpp']} bpp: bound {bound['min_psnr']} dB does not exceed what a still "
+            f"frame scores ({floor:.2f} dB), so a method that ignores time would pass"
+        )
+
+
+def test_a_network_that_ignores_time_fails_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bound = _bound("nerv-dense", 0.3)
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "constant_time_dense.py").write_text(textwrap.dedent(CONSTANT_TIME))
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    monkeypatch.setenv("BENCH_PLUGINS", "constant_time_dense")
+    registry.discover.cache_clear()
+    results = tmp_path / "results"
+    try:
+        assert main(["run", "--methods", "nerv-dense", "--seq", "bunny", "--budget", "ci", "--bpp", "0.3",
+                     "--results", str(results)]) == 0  # fmt: skip
+    finally:
+        registry.discover.cache_clear()
+        sys.modules.pop("constant_time_dense", None)
+    thresholds = tmp_path / "bound.yaml"
+    thresholds.write_text(yaml.safe_dump({"bounds": [bound]}))
+    capsys.readouterr()
+    assert main(["check", "--results", str(results), "--thresholds", str(thresholds)]) == 1
+    assert "FAIL psnr" in capsys.readouterr().out
