@@ -32,8 +32,8 @@ from bench.metrics import METRIC_NAMES
 from bench.record import Record
 
 # metric key in thresholds (the record's name with "_" for "-") -> (record metric name, True when higher
-# is better): every metric a run records (bench.metrics.METRIC_NAMES); FLIP and LPIPS are distances
-LOWER_IS_BETTER = ("flip", "lpips")
+# is better): every metric a run records (bench.metrics.METRIC_NAMES); FLIP, LPIPS and ST-LPIPS are distances
+LOWER_IS_BETTER = ("flip", "lpips", "stlpips")
 _METRICS = {name.replace("-", "_"): (name, name not in LOWER_IS_BETTER) for name in METRIC_NAMES}
 _BOUND_KEYS = {"method", "sequence", "budget", "target_bpp", "max_bpp_deviation"} | {
     f"{'min' if hib else 'max'}_{key}" for key, (_, hib) in _METRICS.items()

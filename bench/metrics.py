@@ -17,6 +17,8 @@ shape. Values are per frame; a clip's figure is the mean of its frames (as NeRV 
   the 4th decimal of published figures.
 - LPIPS (AlexNet, v0.1): see `bench.lpips_alex`; reported as unavailable, with the reason, when its
   weight files are absent.
+- ST-LPIPS (`stlpips`; shift-tolerant LPIPS, AlexNet, vST0.0): see `bench.stlpips_alex`; its weights come
+  with the stlpips-pytorch wheel the install adds; without it, reported as unavailable with the command.
 - Sequence PSNR (`psnr-seq`): PSNR of the clip's mean RGB MSE, beside the mean of per-frame PSNRs.
 - YUV 4:2:0 PSNR (`psnr-y`, `psnr-u`, `psnr-v`, and `psnr-yuv` = (6 Y + U + V) / 8, as the MPEG test
   conditions weight them): on the planes ffmpeg's scaler makes of the RGB frames (BT.601, limited range,
@@ -25,7 +27,7 @@ shape. Values are per frame; a clip's figure is the mean of its frames (as NeRV 
 - VMAF (`vmaf`, model vmaf_v0.6.1 built into libvmaf) and XPSNR (`xpsnr`, luma; chroma in its note) by
   the libvmaf and xpsnr filters of the suite's ffmpeg binary (`bench.tools`), in one run on the same
   planes. VMAF's clip figure is the mean of its frames; XPSNR's is the filter's own clip figure. Without
-  the binary or the filter they are recorded as unavailable, with the reason.
+  the binary or the filter they are recorded as unavailable, with the reason (`bench.ffmpeg_metrics`).
 
 For these clip-level metrics `Scores.mean` holds the clip figure, which is not the mean of `per_frame`.
 """
@@ -33,20 +35,19 @@ For these clip-level metrics `Scores.mean` holds the clip figure, which is not t
 from __future__ import annotations
 
 import difflib
-import json
-import os
-import re
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 
 from bench.errors import MetricError
+from bench.ffmpeg_metrics import FFMPEG_METRICS, ffmpeg_scores, missing_filter
 from bench.frame_pairs import check_pair
 from bench.lpips_alex import lpips_available
+from bench.lpips_head import LPIPSHead
+from bench.stlpips_alex import MODEL as STLPIPS_MODEL
+from bench.stlpips_alex import stlpips_available
 
 __all__ = [
     "METRICS_VERSION",
@@ -62,21 +63,24 @@ __all__ = [
     "mse",
     "psnr",
     "score",
+    "stlpips",
+    "stlpips_available",
     "yuv_plane_psnr",
 ]
 
-METRICS_VERSION = "2"
+METRICS_VERSION = "3"  # 3: ST-LPIPS joined the default set
 YUV_PSNR_NAMES = ("psnr-y", "psnr-u", "psnr-v", "psnr-yuv")
-FFMPEG_METRICS = ("vmaf", "xpsnr")
-METRIC_NAMES = ("psnr", "psnr-seq", *YUV_PSNR_NAMES, "ms-ssim", "flip", "lpips", *FFMPEG_METRICS)
-DEFAULT_METRICS = ("psnr", "psnr-seq", *YUV_PSNR_NAMES, "ms-ssim", "flip", *FFMPEG_METRICS)
-VMAF_MODEL = "vmaf_v0.6.1"
+METRIC_NAMES = ("psnr", "psnr-seq", *YUV_PSNR_NAMES, "ms-ssim", "flip", "lpips", "stlpips", *FFMPEG_METRICS)
+# LPIPS needs weights the install cannot bring (torchvision's AlexNet): asked for by name, or by bench
+# score when present. ST-LPIPS's weights come with the install, so every run records it.
+DEFAULT_METRICS = ("psnr", "psnr-seq", *YUV_PSNR_NAMES, "ms-ssim", "flip", "stlpips", *FFMPEG_METRICS)
 YUV_WEIGHTS = (6, 1, 1)  # Y, U, V: the MPEG / JVET weighting of PSNR-YUV
 PSNR_CAP_DB = 100.0
 MS_SSIM_WIN = 11
 MS_SSIM_MIN_WIN = 3
 _MS_SSIM_DOWNSAMPLES = 4
 _CHUNK_PIXELS = 1 << 22  # frames per torch batch: about two 1080p frames
+_STLPIPS_CHUNK_SHARE = 4  # ST-LPIPS keeps 64 channels at half resolution per frame: smaller batches
 
 
 def mse(ref: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -114,12 +118,13 @@ def _torch_device(device: str):  # -> torch.device
     return dev
 
 
-def _batches(ref: np.ndarray, test: np.ndarray, device: str, low: float, high: float):
-    """Chunks of both clips as channels_last float32 tensors scaled from [0, 255] to [low, high]."""
+def _batches(ref: np.ndarray, test: np.ndarray, device: str, low: float, high: float, share: int = 1):
+    """Chunks of both clips (`_CHUNK_PIXELS / share` pixels at most, or one frame) as channels_last float32
+    tensors scaled from [0, 255] to [low, high]."""
     import torch
 
     dev = _torch_device(device)
-    step = max(1, _CHUNK_PIXELS // (ref.shape[1] * ref.shape[2]))
+    step = max(1, _CHUNK_PIXELS // share // (ref.shape[1] * ref.shape[2]))
     for start in range(0, len(ref), step):
         pair = []
         for clip in (ref, test):
@@ -222,18 +227,35 @@ def _frame_indices(frames: Sequence[int] | None, count: int) -> list[int]:
 
 def lpips(ref: np.ndarray, test: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Per-frame LPIPS (AlexNet, v0.1; lower is better). MetricError with the reason when weights are absent."""
-    import torch
-
     from bench.lpips_alex import load_network, weight_files
 
     ref, test = check_pair(ref, test)
     found = weight_files()
     if isinstance(found, str):
         raise MetricError(f"LPIPS unavailable: {found}")
-    net = load_network(*found, str(_torch_device(device)))
+    return _distances(load_network(*found, str(_torch_device(device))), ref, test, device)
+
+
+def stlpips(ref: np.ndarray, test: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Per-frame ST-LPIPS (AlexNet, vST0.0 shift-tolerant; lower is better). MetricError with the reason
+    (and the install command) when its weights are absent."""
+    from bench.stlpips_alex import load_network, weight_file
+
+    ref, test = check_pair(ref, test)
+    found = weight_file()
+    if isinstance(found, str):
+        raise MetricError(f"ST-LPIPS unavailable: {found}")
+    net = load_network(found, str(_torch_device(device)))
+    return _distances(net, ref, test, device, share=_STLPIPS_CHUNK_SHARE)
+
+
+def _distances(net: LPIPSHead, ref: np.ndarray, test: np.ndarray, device: str, share: int = 1) -> np.ndarray:
+    """One value per frame pair from an LPIPS-family network, fed [-1, 1] batches."""
+    import torch
+
     values = []
     with torch.inference_mode():
-        for x, y in _batches(ref, test, device, -1.0, 1.0):
+        for x, y in _batches(ref, test, device, -1.0, 1.0, share):
             values.append(net(x, y).double().cpu())
     return torch.cat(values).numpy()
 
@@ -283,9 +305,9 @@ def score(
 ) -> Scores:
     """Score a decode against its source. Metrics that cannot run here are left out, with the reason in notes.
 
-    MS-SSIM (frames too small), LPIPS (no weights, frames too small), the YUV metrics (odd frame sizes) and
-    VMAF / XPSNR (no ffmpeg binary with the filter) can be unavailable; bad inputs or a bad frame subset
-    raise MetricError.
+    MS-SSIM (frames too small), LPIPS and ST-LPIPS (no weights, frames too small), the YUV metrics (odd
+    frame sizes) and VMAF / XPSNR (no ffmpeg binary with the filter) can be unavailable; bad inputs or a
+    bad frame subset raise MetricError.
     """
     ref, test = check_pair(ref, test)
     names = _metric_names(metrics)
@@ -376,125 +398,11 @@ class _Inputs:
 
     @cached_property
     def ffmpeg(self) -> dict[str, tuple[np.ndarray, float, str]]:
-        runnable = [n for n in self.ffmpeg_metrics if _missing_filter(n) is None]
+        runnable = [n for n in self.ffmpeg_metrics if missing_filter(n) is None]
         try:
-            return ffmpeg_scores(*self.planes, runnable)
+            return ffmpeg_scores(*self.planes, runnable, cap_db=PSNR_CAP_DB)
         except MetricError as exc:
             raise _Unavailable(str(exc)) from None
-
-
-_FILTERS = {"vmaf": "libvmaf", "xpsnr": "xpsnr"}
-
-
-def _missing_filter(name: str) -> str | None:
-    """Why the ffmpeg filter of metric `name` cannot run here, or None."""
-    from bench import tools
-
-    return tools.missing(f"ffmpeg-filter:{_FILTERS[name]}")
-
-
-_XPSNR_CLIP = re.compile(r"XPSNR\s+y:\s*(\S+)\s+u:\s*(\S+)\s+v:\s*(\S+)")
-_XPSNR_FRAME = re.compile(r"n:\s*(\d+)\s+XPSNR y:\s*(\S+)\s+XPSNR u:\s*(\S+)\s+XPSNR v:\s*(\S+)")
-FFMPEG_TIMEOUT_BASE_S = 60.0
-FFMPEG_TIMEOUT_PER_PIXEL_S = 2e-6  # ~20x libvmaf's time per pixel here
-
-
-def _side_by_side(ref: np.ndarray, test: np.ndarray):
-    """Each frame pair as one yuv420p picture twice as wide, [ref | test], plane by plane (bytes per frame)."""
-    height, width = ref.shape[1] * 2 // 3, ref.shape[2]
-    quarter = height // 4
-    for r, t in zip(ref, test, strict=True):
-        parts = [np.concatenate([r[:height], t[:height]], axis=1)]
-        for a in (height, height + quarter):
-            half = (height // 2, width // 2)
-            parts.append(
-                np.concatenate([r[a : a + quarter].reshape(half), t[a : a + quarter].reshape(half)], axis=1)
-            )
-        yield b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
-
-
-def _db(text: str) -> float:
-    return PSNR_CAP_DB if text.lower() in ("inf", "+inf") else min(float(text), PSNR_CAP_DB)
-
-
-def ffmpeg_scores(
-    ref: np.ndarray, test: np.ndarray, names: Sequence[str] = FFMPEG_METRICS
-) -> dict[str, tuple[np.ndarray, float, str]]:
-    """VMAF and / or XPSNR of planar yuv420p clips by the suite's ffmpeg binary, in one run.
-
-    Returns {name: (per-frame values, clip figure, note)}. The two clips travel side by side in one
-    raw stream on stdin and are cropped apart inside the filter graph (crops are exact), so nothing is
-    written to disk but the filters' own logs.
-    """
-    from bench import tools
-
-    count, height, width = ref.shape[0], ref.shape[1] * 2 // 3, ref.shape[2]
-    wanted = [n for n in FFMPEG_METRICS if n in names]
-    if not wanted:
-        return {}
-    k = len(wanted)
-    graph = [
-        "[0:v]split=2[a][b]",
-        f"[a]crop={width}:{height}:0:0{',split=2' if k == 2 else ''}" + "".join(f"[r{i}]" for i in range(k)),
-        f"[b]crop={width}:{height}:{width}:0{',split=2' if k == 2 else ''}"
-        + "".join(f"[d{i}]" for i in range(k)),
-    ]
-    threads = min(2, os.cpu_count() or 1)
-    for i, name in enumerate(wanted):
-        if name == "vmaf":
-            options = f"model=version={VMAF_MODEL}:n_threads={threads}:log_fmt=json:log_path=vmaf.json"
-            graph.append(f"[d{i}][r{i}]libvmaf={options}[o{i}]")
-        else:
-            graph.append(f"[d{i}][r{i}]xpsnr=stats_file=xpsnr.txt[o{i}]")
-    args = ["-loglevel", "info", "-nostats", "-f", "rawvideo", "-pix_fmt", "yuv420p"]
-    args += ["-s", f"{2 * width}x{height}", "-i", "-", "-filter_complex", ";".join(graph)]
-    for i in range(k):
-        args += ["-map", f"[o{i}]", "-f", "null", "-"]
-    timeout = FFMPEG_TIMEOUT_BASE_S + FFMPEG_TIMEOUT_PER_PIXEL_S * 2 * count * height * width
-    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as folder:
-        _, log = tools.run(
-            args,
-            _side_by_side(ref, test),
-            timeout_s=timeout,
-            error=MetricError,
-            what="ffmpeg (VMAF / XPSNR)",
-            cwd=folder,
-        )
-        out = {}
-        if "vmaf" in wanted:
-            out["vmaf"] = _read_vmaf(Path(folder) / "vmaf.json", count)
-        if "xpsnr" in wanted:
-            out["xpsnr"] = _read_xpsnr(Path(folder) / "xpsnr.txt", log, count)
-    return out
-
-
-def _read_vmaf(path: Path, count: int) -> tuple[np.ndarray, float, str]:
-    try:
-        log = json.loads(path.read_text())
-        values = np.array([float(f["metrics"]["vmaf"]) for f in log["frames"]], np.float64)
-        version = str(log.get("version", "unknown"))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MetricError(
-            f"libvmaf wrote no readable log ({type(exc).__name__}); check the ffmpeg binary"
-        ) from None
-    if len(values) != count:
-        raise MetricError(f"libvmaf scored {len(values)} of {count} frames; check the ffmpeg binary")
-    note = f"libvmaf {version}, model {VMAF_MODEL} (built in; trained for 1080p viewing), on yuv420p BT.601 limited"
-    return values, float(values.mean()), note
-
-
-def _read_xpsnr(path: Path, log: str, count: int) -> tuple[np.ndarray, float, str]:
-    try:
-        frames = [_XPSNR_FRAME.search(line) for line in path.read_text().splitlines()]
-    except OSError:
-        raise MetricError("the xpsnr filter wrote no stats file; check the ffmpeg binary") from None
-    values = np.array([_db(m.group(2)) for m in frames if m], np.float64)
-    clip = _XPSNR_CLIP.search(log)
-    if len(values) != count or clip is None:
-        raise MetricError(f"the xpsnr filter scored {len(values)} of {count} frames; check the ffmpeg binary")
-    y, u, v = (_db(x) for x in clip.groups())
-    note = f"ffmpeg xpsnr filter, luma (chroma: u {u:.4f}, v {v:.4f} dB); clip figure the filter's own"
-    return values, y, note
 
 
 def _score_psnr(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
@@ -532,7 +440,7 @@ def _yuv_scorer(name: str):
 
 def _ffmpeg_scorer(name: str):
     def scorer(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
-        reason = _missing_filter(name)
+        reason = missing_filter(name)
         if reason is not None:
             raise _Unavailable(reason)
         values, clip, note = inputs.ffmpeg[name]
@@ -562,15 +470,20 @@ def _score_flip(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
     return values, note, None
 
 
-def _score_lpips(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
-    _torch_device(inputs.device)  # a wrong device is the caller's error, not an unavailable metric
-    reason = lpips_available()
-    if reason is not None:
-        raise _Unavailable(reason)
-    try:
-        return lpips(inputs.ref, inputs.test, device=inputs.device), "AlexNet, v0.1", None
-    except MetricError as exc:  # unreadable weight files, frames too small
-        raise _Unavailable(str(exc)) from None
+def _network_scorer(available: Callable[[], str | None], distances: Callable[..., np.ndarray], model: str):
+    """The scorer of an LPIPS-family metric: unavailable, with the reason, without weights or too small."""
+
+    def scorer(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
+        _torch_device(inputs.device)  # a wrong device is the caller's error, not an unavailable metric
+        reason = available()
+        if reason is not None:
+            raise _Unavailable(reason)
+        try:
+            return distances(inputs.ref, inputs.test, device=inputs.device), model, None
+        except MetricError as exc:  # unreadable weight files, frames too small
+            raise _Unavailable(str(exc)) from None
+
+    return scorer
 
 
 _SCORERS = {
@@ -579,6 +492,7 @@ _SCORERS = {
     **{name: _yuv_scorer(name) for name in YUV_PSNR_NAMES},
     "ms-ssim": _score_ms_ssim,
     "flip": _score_flip,
-    "lpips": _score_lpips,
+    "lpips": _network_scorer(lpips_available, lpips, "AlexNet, v0.1"),
+    "stlpips": _network_scorer(stlpips_available, stlpips, STLPIPS_MODEL),
     **{name: _ffmpeg_scorer(name) for name in FFMPEG_METRICS},
 }

@@ -45,7 +45,7 @@ PREVIOUS_METRICS = (
     "psnr",
     "ms-ssim",
     "flip",
-)  # the metric set before VMAF, XPSNR and the YUV / sequence PSNRs
+)  # the metric set before VMAF, XPSNR, ST-LPIPS and the YUV / sequence PSNRs
 
 
 def _cpu_seconds() -> float:
@@ -65,7 +65,7 @@ def _timed(run: Callable[[], Any], frames: int) -> tuple[float, float]:
 
 def perf_metrics(repeats: int = 5) -> dict[str, Any]:
     """Seconds per frame of PSNR + MS-SSIM + FLIP through `bench.metrics` vs direct library calls, and of
-    the whole default metric set (adding the sequence and YUV PSNRs, VMAF and XPSNR) vs that set, in wall
+    the whole default metric set (adding the sequence and YUV PSNRs, ST-LPIPS, VMAF and XPSNR) vs that set, in wall
     time and in CPU time (this process and its ffmpeg children; steadier when others share the cores)."""
     from bench.budgets import get_budget
     from bench.data import load_sequence, prepare_clip

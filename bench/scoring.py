@@ -18,6 +18,8 @@ from bench.paths import check_output_file
 
 PER_FRAME_ROWS = 10  # print one row per frame up to this many frames, then only the mean
 _DECIMALS = {"ms-ssim": 5}  # decimals printed per metric; 4 for the rest
+# metrics that need weight files, and why they cannot run here (None when they can)
+_WEIGHTED = {"lpips": metrics.lpips_available, "stlpips": metrics.stlpips_available}
 
 
 def _read(path: str, size: tuple[int, int] | None) -> np.ndarray:
@@ -67,9 +69,10 @@ def score_command(args: argparse.Namespace) -> int:
     asked = args.metrics or ",".join(
         (*metrics.DEFAULT_METRICS, *(("lpips",) if metrics.lpips_available() is None else ()))
     )
-    names = [m.strip() for m in asked.split(",") if m.strip()]
-    if names == ["lpips"] and metrics.lpips_available() is not None:  # nothing else to show: say why
-        raise MetricError(f"--metrics lpips cannot be computed here: {metrics.lpips_available()}")
+    names = [m.strip().lower() for m in asked.split(",") if m.strip()]
+    alone = _WEIGHTED.get(names[0]) if len(names) == 1 else None
+    if alone is not None and alone() is not None:  # nothing else to show: say why
+        raise MetricError(f"--metrics {names[0]} cannot be computed here: {alone()}")
     scores = metrics.score(ref, test, metrics=asked, device=args.device)
     flip_map_mean = _save_flip_map(ref, test, args.flip_map) if args.flip_map else None
     if args.json:

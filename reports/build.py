@@ -42,8 +42,15 @@ from reports.views import (
 )
 
 ANCHOR = "nerv-dense"
-LOWER_IS_BETTER = ("flip", "lpips")
-BD_LABELS = {"psnr": "PSNR", "ms-ssim": "MS-SSIM", "flip": "FLIP", "lpips": "LPIPS", "vmaf": "VMAF"}
+LOWER_IS_BETTER = ("flip", "lpips", "stlpips")  # distances (bench.check keeps the same list)
+BD_LABELS = {
+    "psnr": "PSNR",
+    "ms-ssim": "MS-SSIM",
+    "flip": "FLIP",
+    "lpips": "LPIPS",
+    "stlpips": "ST-LPIPS",
+    "vmaf": "VMAF",
+}
 TEMPLATES = Path(__file__).with_name("templates")
 
 
@@ -123,6 +130,7 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR, m
         "anchor": chosen,
         "bd_metric": metric,
         "bd_metric_label": BD_LABELS.get(metric, metric.upper()),
+        "bd_metric_is_distance": metric in LOWER_IS_BETTER,
         "anchor_note": anchor_note,
         "min_points": MIN_POINTS,
         "min_overlap": MIN_OVERLAP,

@@ -19,6 +19,7 @@ METRIC_AXES = {
     "ms-ssim": "MS-SSIM ↑",
     "flip": "FLIP ↓",
     "lpips": "LPIPS ↓",
+    "stlpips": "ST-LPIPS ↓",
 }
 # every other metric a record may hold: drawn as an extra panel when a report is asked for it (--metric)
 EXTRA_AXES = {

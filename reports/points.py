@@ -26,6 +26,7 @@ RECORDED_METRICS = (
     "ms-ssim",
     "flip",
     "lpips",
+    "stlpips",
     "vmaf",
     "xpsnr",
 )
@@ -62,6 +63,7 @@ COLUMNS = (
     Column("ms-ssim", "MS-SSIM", ".4f", with_std=True),
     Column("flip", "FLIP", ".4f", with_std=True),
     Column("lpips", "LPIPS", ".4f", with_std=True, optional=True),
+    Column("stlpips", "ST-LPIPS", ".4f", with_std=True, optional=True),
     Column("psnr-yuv", "PSNR-YUV 6:1:1 (dB)", ".2f", optional=True),
     Column("vmaf", "VMAF", ".2f", with_std=True, optional=True),
     Column("xpsnr", "XPSNR (dB)", ".2f", optional=True),

@@ -211,7 +211,7 @@ def summary_markdown(context: dict[str, Any]) -> str:
             "",
             f"## BD vs {_md(context['anchor'])} ({_md(context['bd_metric_label'])})",
             "",
-            "| view | budget | matching | method | points | BD-rate % | BD-PSNR dB | why no value |",
+            f"| view | budget | matching | method | points | BD-rate % | BD-{_md(context['bd_metric_label'])} | why no value |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in context["bd"]:

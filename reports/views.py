@@ -302,7 +302,7 @@ def _series(view: View, styles: dict[str, figures.Style], metrics: Sequence[str]
 def render_figure(
     view: View, styles: dict[str, figures.Style], overlays: list[figures.Overlay], metric: str = "psnr"
 ) -> str:
-    """The view's RD panels: PSNR, MS-SSIM, FLIP (LPIPS when recorded), and the report's chosen metric."""
+    """The view's RD panels: PSNR, MS-SSIM, FLIP (LPIPS and ST-LPIPS when recorded), the chosen metric."""
     metrics = list(figures.METRIC_AXES) + ([metric] if metric not in figures.METRIC_AXES else [])
     return figures.svg_data_uri(figures.rd_figure(_series(view, styles, metrics), overlays))
 

@@ -37,6 +37,11 @@ def test_single_job_writes_a_complete_record(tmp_path: Path) -> None:
     assert sum(record.breakdown_bits.values()) == 8 * len(data)
     assert set(record.metrics["mean"]) >= {"psnr", "ms-ssim", "flip"}
     assert len(record.metrics["per_frame"]["psnr"]) == 4
+    note = record.metrics["notes"]["stlpips"]  # recorded by default, or the reason it could not be
+    if "stlpips" in record.metrics["mean"]:
+        assert note == "AlexNet, vST0.0 shift-tolerant" and len(record.metrics["per_frame"]["stlpips"]) == 4
+    else:
+        assert note.startswith("unavailable:")
     assert set(record.timings) == {"plan_s", "fit_s", "encode_s", "decode_s", "score_s"}
     assert record.provenance["versions"]["torch"]
     assert all((job / store.GALLERY / name).is_file() for name in ("source.png", "decode.png", "flip.png"))
