@@ -25,7 +25,8 @@ from bench.identity import JobSpec, PlannedJob
 from bench.record import Record
 
 GALLERY_NAMES = ("source.png", "decode.png", "flip.png")
-FLIP_MAX_FRAMES = 64  # FLIP costs ~1.3 s per 1080p frame: long clips are scored on an even subset
+# FLIP and ST-LPIPS cost ~1.3 and ~7 CPU-s a 1080p frame: long clips score them on an even subset
+SAMPLED_MAX_FRAMES = 64
 
 
 def _load_clip(spec: JobSpec, budget: Budget) -> Clip:
@@ -74,10 +75,10 @@ def _save_gallery(frames: np.ndarray, decoded: np.ndarray, directory: Path) -> d
     return {"frame": index, "flip_mean": mean}
 
 
-def _flip_subset(count: int) -> list[int] | None:
-    if count <= FLIP_MAX_FRAMES:
+def _sampled_subset(count: int) -> list[int] | None:
+    if count <= SAMPLED_MAX_FRAMES:
         return None
-    return sorted({int(i) for i in np.linspace(0, count - 1, FLIP_MAX_FRAMES)})
+    return sorted({int(i) for i in np.linspace(0, count - 1, SAMPLED_MAX_FRAMES)})
 
 
 def base_record(spec: JobSpec, key: str, identity: dict[str, Any], status: str) -> Record:
@@ -152,7 +153,7 @@ def execute_job(spec: JobSpec, key: str, identity: dict[str, Any], position: int
         stage = "score"
         t0 = time.perf_counter()
         scores = metrics.score(
-            clip.frames, decoded, device=spec.device, flip_frames=_flip_subset(len(decoded))
+            clip.frames, decoded, device=spec.device, sampled_frames=_sampled_subset(len(decoded))
         )
         timings["score_s"] = time.perf_counter() - t0
     except MethodError as exc:

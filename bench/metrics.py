@@ -73,6 +73,8 @@ YUV_PSNR_NAMES = ("psnr-y", "psnr-u", "psnr-v", "psnr-yuv")
 METRIC_NAMES = ("psnr", "psnr-seq", *YUV_PSNR_NAMES, "ms-ssim", "flip", "lpips", "stlpips", *FFMPEG_METRICS)
 # LPIPS needs weights the install cannot bring (torchvision's AlexNet): asked for by name, or by bench
 # score when present. ST-LPIPS's weights come with the install, so every run records it.
+# the per-frame image metrics that cost ~1-7 s a 1080p frame on a CPU: long clips score them on a subset
+SAMPLED_METRICS = ("flip", "lpips", "stlpips")
 DEFAULT_METRICS = ("psnr", "psnr-seq", *YUV_PSNR_NAMES, "ms-ssim", "flip", "stlpips", *FFMPEG_METRICS)
 YUV_WEIGHTS = (6, 1, 1)  # Y, U, V: the MPEG / JVET weighting of PSNR-YUV
 PSNR_CAP_DB = 100.0
@@ -301,7 +303,7 @@ def score(
     test: np.ndarray,
     metrics: Sequence[str] | str = DEFAULT_METRICS,
     device: str = "cpu",
-    flip_frames: Sequence[int] | None = None,
+    sampled_frames: Sequence[int] | None = None,
 ) -> Scores:
     """Score a decode against its source. Metrics that cannot run here are left out, with the reason in notes.
 
@@ -311,7 +313,7 @@ def score(
     """
     ref, test = check_pair(ref, test)
     names = _metric_names(metrics)
-    inputs = _Inputs(ref, test, device, flip_frames, tuple(n for n in names if n in FFMPEG_METRICS))
+    inputs = _Inputs(ref, test, device, sampled_frames, tuple(n for n in names if n in FFMPEG_METRICS))
     out = Scores()
     for name in names:
         try:
@@ -323,8 +325,8 @@ def score(
         out.mean[name] = float(values.mean()) if clip is None else float(clip)
         if note:
             out.notes[name] = note
-        if name == "flip" and flip_frames is not None:
-            out.frame_subsets[name] = _frame_indices(flip_frames, len(ref))
+        if name in SAMPLED_METRICS and sampled_frames is not None:
+            out.frame_subsets[name] = _frame_indices(sampled_frames, len(ref))
     return out
 
 
@@ -375,7 +377,7 @@ class _Inputs:
     ref: np.ndarray
     test: np.ndarray
     device: str
-    flip_frames: Sequence[int] | None
+    sampled_frames: Sequence[int] | None  # the frames SAMPLED_METRICS score (None: all)
     ffmpeg_metrics: tuple[str, ...]  # the ffmpeg-computed metrics asked for: all run in one process
 
     @cached_property
@@ -463,11 +465,12 @@ def _score_ms_ssim(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
 
 
 def _score_flip(inputs: _Inputs) -> tuple[np.ndarray, str, float | None]:
-    values = flip(inputs.ref, inputs.test, frames=inputs.flip_frames)
-    note = "LDR-FLIP, 67.02 ppd"
-    if inputs.flip_frames is not None:
-        note += f", on {len(values)} of {len(inputs.ref)} frames"
-    return values, note, None
+    values = flip(inputs.ref, inputs.test, frames=inputs.sampled_frames)
+    return values, "LDR-FLIP, 67.02 ppd" + _sampled_note(inputs, len(values)), None
+
+
+def _sampled_note(inputs: _Inputs, scored: int) -> str:
+    return "" if inputs.sampled_frames is None else f", on {scored} of {len(inputs.ref)} frames"
 
 
 def _network_scorer(available: Callable[[], str | None], distances: Callable[..., np.ndarray], model: str):
@@ -478,8 +481,12 @@ def _network_scorer(available: Callable[[], str | None], distances: Callable[...
         reason = available()
         if reason is not None:
             raise _Unavailable(reason)
+        ref, test = inputs.ref, inputs.test
+        if inputs.sampled_frames is not None:
+            indices = _frame_indices(inputs.sampled_frames, len(ref))
+            ref, test = ref[indices], test[indices]
         try:
-            return distances(inputs.ref, inputs.test, device=inputs.device), model, None
+            return distances(ref, test, device=inputs.device), model + _sampled_note(inputs, len(ref)), None
         except MetricError as exc:  # unreadable weight files, frames too small
             raise _Unavailable(str(exc)) from None
 

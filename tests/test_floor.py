@@ -73,7 +73,7 @@ def test_every_trained_bound_lies_above_the_floor(method: str) -> None:
 def test_a_network_that_ignores_time_fails_ci(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bound = _bound("nerv-dense", 0.3)
+    bound = _bound("nerv-dense", 0.6)
     plugin_dir = tmp_path / "plugins"
     plugin_dir.mkdir()
     (plugin_dir / "constant_time_dense.py").write_text(textwrap.dedent(CONSTANT_TIME))
@@ -82,7 +82,7 @@ def test_a_network_that_ignores_time_fails_ci(
     registry.discover.cache_clear()
     results = tmp_path / "results"
     try:
-        assert main(["run", "--methods", "nerv-dense", "--seq", "bunny", "--budget", "ci", "--bpp", "0.3",
+        assert main(["run", "--methods", "nerv-dense", "--seq", "bunny", "--budget", "ci", "--bpp", "0.6",
                      "--results", str(results)]) == 0  # fmt: skip
     finally:
         registry.discover.cache_clear()

@@ -260,7 +260,7 @@ def test_flip_subset_and_map(carphone_rgb: tuple[np.ndarray, np.ndarray]) -> Non
     pristine, distorted = (x[:6] for x in carphone_rgb)
     full = metrics.flip(pristine, distorted)
     assert 0.05 < full.min() and full.max() < 0.5
-    scores = metrics.score(pristine, distorted, metrics=["flip"], flip_frames=[1, 4])
+    scores = metrics.score(pristine, distorted, metrics=["flip"], sampled_frames=[1, 4])
     assert scores.per_frame["flip"] == pytest.approx(full[[1, 4]].tolist(), abs=0)
     assert scores.frame_subsets["flip"] == [1, 4] and "2 of 6 frames" in scores.notes["flip"]
     heat, mean = metrics.flip_map(pristine[2], distorted[2])
@@ -269,6 +269,16 @@ def test_flip_subset_and_map(carphone_rgb: tuple[np.ndarray, np.ndarray]) -> Non
     assert zero == 0.0 and (same == [0, 0, 4]).all()  # magma's darkest colour
     with pytest.raises(MetricError, match="frame subset"):
         metrics.flip(pristine, distorted, frames=[6])
+
+
+def test_stlpips_scores_the_same_subset(carphone_rgb: tuple[np.ndarray, np.ndarray]) -> None:
+    if metrics.stlpips_available() is not None:
+        pytest.skip(metrics.stlpips_available())
+    pristine, distorted = (x[:4] for x in carphone_rgb)
+    full = metrics.stlpips(pristine, distorted)
+    scores = metrics.score(pristine, distorted, metrics=["stlpips"], sampled_frames=[0, 3])
+    assert scores.per_frame["stlpips"] == pytest.approx(full[[0, 3]].tolist(), abs=1e-6)
+    assert scores.frame_subsets["stlpips"] == [0, 3] and "2 of 4 frames" in scores.notes["stlpips"]
 
 
 # ---------------------------------------------------------------- validation and score()
