@@ -22,7 +22,7 @@ from bench.budgets import get_budget
 from bench.contract import Clip, Context
 
 FOLDER = Path(__file__).parent / "data" / "nerv_family"
-METHODS = ("nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned")
+METHODS = ("nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hinerv")
 TARGET_BPP = 0.5
 SEED = 7
 
