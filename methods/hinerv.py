@@ -6,9 +6,10 @@ bilinear upsampling stages that add hierarchical local encodings and run ConvNeX
 the reference's pipeline (hmkx/HiNeRV, `cfgs/train/hinerv_1920x1080.txt`): patch-based training, then
 one-shot pruning (ratio 0.15, the reference's layer-size-weighted magnitude score) with fine-tuning, then
 quantization-aware fine-tuning (Quant-Noise 0.9 with a straight-through estimator); the budget's epochs are
-split 300 : 60 : 30 like the reference's. The stream range codes the pruning mask (one known probability,
-as nerv-pruned), the surviving weights and the dense tensors (grids, encodings' Linear layers, biases) at
-the level count rate control fits to the target.
+split 300 : 60 : 30 like the reference's. The stream is the family's sparse coder, nerv-pruned's too
+(`methods.nerv_family.masks.sparse_coding`): the pruning mask range coded with one known probability, the
+surviving weights and the dense tensors (grids, encodings' Linear layers, biases) at the level count rate
+control fits to the target.
 
 Sizing: the width (``channels``) is bisected for each rung of a grid-size ladder (the reference's S..XXL
 grid channels and two smaller rungs), and the shape whose grids hold the share of the parameters closest to
@@ -50,8 +51,19 @@ from methods.nerv_family.backbones.hinerv import (
     scale_plan,
 )
 from methods.nerv_family.backbones.render import render_inputs
-from methods.nerv_family.coding import BITS_PER_WEIGHT_AT_8, SIDE_BITS_PER_TENSOR, TENSORS_SLACK_BITS
-from methods.nerv_family.header import network_header, read_header
+from methods.nerv_family.coding import BITS_PER_WEIGHT_AT_8
+from methods.nerv_family.header import read_header
+from methods.nerv_family.masks.pruning import magnitude_masks
+from methods.nerv_family.masks.sparse_coding import (
+    SECTIONS,
+    SparseCounts,
+    decode_sparse,
+    encode_sparse,
+    fit_levels,
+    masked_weights,
+    sparse_header,
+)
+from methods.nerv_family.masks.sparse_coding import predicted_bits as sparse_predicted_bits
 from methods.nerv_family.training import TrainResult, train, with_budget_schedule
 
 # (base grid channels, local grid channels): two rungs below the reference's S, then S, M, L, XL, XXL
@@ -61,8 +73,6 @@ MAX_CHANNELS = 4096
 PLAN_BAND = 0.05  # predicted size within 5 % of the target; rate control lands the rest
 RATE_CONTROL_BAND = 0.25
 PHASES = (300, 60, 30)  # the reference's epochs: training, pruning fine-tune, quantization-aware fine-tune
-POSITION_SLACK_BITS = 64
-SECTIONS = ("positions", "weights", "side")
 REFERENCE_PATCH_GRID = (9, 16)  # 120x120 patches of a 1080x1920 frame
 
 
@@ -160,52 +170,21 @@ class HiNeRVState:
 
 
 def _header(arch: HiNeRVConfig, levels: int, kept: int) -> dict[str, Any]:
-    height, width = arch.output_size
-    return network_header(arch, height, width, arch.frames, coding={"levels": levels}, pruning={"kept": kept})
-
-
-def binary_entropy(q: float) -> float:
-    return 0.0 if q <= 0 or q >= 1 else -(q * math.log2(q) + (1 - q) * math.log2(1 - q))
-
-
-def kept_count(total: int, ratio: float) -> int:
-    return max(1, total - round(ratio * total))
+    return sparse_header(arch, *arch.output_size, arch.frames, levels, kept)
 
 
 def predicted_bits(arch: HiNeRVConfig, cfg: HiNeRVMethodConfig) -> float:
-    """Stream size before training: survivors and dense tensors at the calibrated coded rate, positions
-    at the mask's entropy, side information and framing."""
+    """Stream size before training: survivors and dense tensors (grids, encodings, biases) at the calibrated
+    coded rate, positions at the mask's entropy, side information and framing."""
     shapes = parameter_shapes(arch)
-    pruned = sum(math.prod(shapes[n]) for n in prunable(shapes))
-    kept = kept_count(pruned, cfg.prune_ratio)
-    values = sum(math.prod(s) for s in shapes.values()) - pruned + kept
+    counts = SparseCounts.of(shapes, prunable(shapes), cfg.prune_ratio)
     per_weight = BITS_PER_WEIGHT_AT_8 * cfg.bits / 8
-    positions = pruned * binary_entropy(kept / pruned) + POSITION_SLACK_BITS
-    framing = framing_bits(
-        HiNeRVMethod.name, HiNeRVMethod.version, _header(arch, (1 << cfg.bits) - 1, kept), SECTIONS
-    )
-    return values * per_weight + positions + SIDE_BITS_PER_TENSOR * len(shapes) + TENSORS_SLACK_BITS + framing
+    header = _header(arch, (1 << cfg.bits) - 1, counts.kept)
+    framing = framing_bits(HiNeRVMethod.name, HiNeRVMethod.version, header, SECTIONS)
+    return sparse_predicted_bits(counts, per_weight, per_weight, framing)
 
 
 # --- compression during training: masks and quantization noise ---------------------------------------------
-
-
-def prune_masks(
-    weights: dict[str, torch.Tensor], ratio: float, layer_weight: float
-) -> dict[str, torch.Tensor]:
-    """The reference's one-shot pruning: remove the `ratio` of prunable weights with the smallest
-    |w| / n_layer ** layer_weight, over all layers together (a stable sort breaks ties by position)."""
-    names = prunable(weights)
-    scores = torch.cat(
-        [weights[n].detach().abs().reshape(-1) / weights[n].numel() ** layer_weight for n in names]
-    )
-    keep = torch.zeros(scores.numel(), dtype=torch.bool)
-    keep[torch.argsort(scores, descending=True, stable=True)[: kept_count(scores.numel(), ratio)]] = True
-    masks, offset = {}, 0
-    for n in names:
-        masks[n] = keep[offset : offset + weights[n].numel()].reshape(weights[n].shape)
-        offset += weights[n].numel()
-    return masks
 
 
 def fake_quantize(x: torch.Tensor, levels: int) -> torch.Tensor:
@@ -368,30 +347,30 @@ class HiNeRVMethod(NeRVFamilyMethod):
 
         results = [phase(model, 0, lr, config.warmup, "hinerv")]
         weights = {k: v.detach().float().cpu() for k, v in model.named_parameters()}
-        masks = prune_masks(weights, config.prune_ratio, config.prune_weight)
+        masks = magnitude_masks(weights, config.prune_ratio, prunable(weights), config.prune_weight)
         pruning = Compressing(model, masks)
         with torch.no_grad():  # pruned weights are zero in the parameters too; a fresh Adam never moves them
             for name, mask in masks.items():
                 model.get_parameter(name).mul_(mask.to(model.get_parameter(name).device))
         results.append(phase(pruning, 1, lr, 0.0, "hinerv-prune"))
         levels = (1 << config.bits) - 1
-        if config.rate_control and config.target_bpp is not None:
-            levels = fit_rate(
-                self, _effective(model, masks), masks, arch, config.target_bpp, config.quant_axis
-            )
+        budget = _rate_budget(arch, masks, config)
+        if budget is not None:
+            pruned = masked_weights(model.named_parameters(), masks)
+            levels = fit_levels(pruned, masks, budget, config.quant_axis)
         qat = Compressing(model, masks, levels, config.quant_noise, ctx.seed)
         results.append(phase(qat, 2, lr * config.quant_lr_scale, 0.0, "hinerv-qat"))
-        return HiNeRVState(config, arch, _effective(model, masks), masks, results, levels)
+        weights = masked_weights(model.named_parameters(), masks)
+        return HiNeRVState(config, arch, weights, masks, results, levels)
 
     # -- encode / decode -----------------------------------------------------------------------------------
     def encode(self, state: HiNeRVState) -> bytes:
         cfg, arch = state.config, state.arch
-        levels = (1 << cfg.bits) - 1
-        if cfg.rate_control and cfg.target_bpp is not None:
-            levels = fit_rate(self, state.weights, state.masks, arch, cfg.target_bpp, cfg.quant_axis)
-        sections, header, stats = code_network(state.weights, state.masks, arch, levels, cfg.quant_axis)
-        state.coding = stats
-        return bitstream.pack(self.name, self.version, header, sections)
+        budget = _rate_budget(arch, state.masks, cfg)
+        coded = encode_sparse(state.weights, state.masks, (1 << cfg.bits) - 1, cfg.quant_axis, budget)
+        state.coding = coded.stats
+        header = _header(arch, coded.levels, coded.kept)
+        return bitstream.pack(self.name, self.version, header, coded.sections)
 
     def decode(self, data: bytes, info: SeqInfo, ctx: Context) -> np.ndarray:
         arch, weights = decode_stream(data, info)
@@ -419,69 +398,15 @@ class HiNeRVMethod(NeRVFamilyMethod):
         return out
 
 
-def _effective(model: HiNeRV, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, p in model.named_parameters():
-        value = p.detach().float().cpu()
-        out[name] = (value * masks[name]).contiguous() if name in masks else value.contiguous()
-    return out
-
-
-def _coded_values(
-    weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """What the weights section codes: survivors of pruned tensors (flattened), other tensors whole."""
-    named = {}
-    for name, value in weights.items():
-        if name in masks:
-            survivors = value.reshape(-1)[masks[name].reshape(-1)]
-            if survivors.numel():
-                named[name] = survivors
-        else:
-            named[name] = value
-    return named
-
-
-def _positions(masks: dict[str, torch.Tensor]) -> tuple[bytes, int, int]:
-    bitmap = torch.cat([m.reshape(-1) for m in masks.values()])
-    total, kept = bitmap.numel(), int(bitmap.sum())
-    frequencies = np.array([total - kept, kept], dtype=np.float64)
-    return coding.encode_symbols(bitmap.numpy().astype(np.int32), 2, frequencies), total, kept
-
-
-def fit_rate(
-    method: HiNeRVMethod,
-    weights: dict[str, torch.Tensor],
-    masks: dict[str, torch.Tensor],
-    arch: HiNeRVConfig,
-    target_bpp: float,
-    axis: str,
-) -> int:
-    """The level count whose stream (positions, values, framing) meets `target_bpp`."""
-    positions, _, kept = _positions(masks)
+def _rate_budget(arch: HiNeRVConfig, masks: dict[str, torch.Tensor], cfg: HiNeRVMethodConfig) -> float | None:
+    """What rate control leaves the positions and values: the target's bits less the stream's framing
+    (None: no rate control, the nominal `bits` quantize)."""
+    if not cfg.rate_control or cfg.target_bpp is None:
+        return None
     height, width = arch.output_size
-    budget = (
-        target_bpp * arch.frames * height * width
-        - method.framing_bits(_header(arch, coding.MAX_LEVELS, kept), SECTIONS)
-        - TENSORS_SLACK_BITS
-        - 8 * len(positions)
-    )
-    return coding.fit_levels(_coded_values(weights, masks), budget, axis=axis)
-
-
-def code_network(
-    weights: dict[str, torch.Tensor],
-    masks: dict[str, torch.Tensor],
-    arch: HiNeRVConfig,
-    levels: int,
-    axis: str,
-) -> tuple[dict[str, bytes], dict[str, Any], dict[str, Any]]:
-    """(sections, header, stats) of the stream: positions, then values quantized at `levels`."""
-    positions, total, kept = _positions(masks)
-    coded = coding.encode_tensors(_coded_values(weights, masks), axis=axis, levels=levels)
-    stats = {k: v for k, v in coded.stats.items() if k != "tensors"}
-    stats.update(position_bits=8 * len(positions), kept_weights=kept, prunable_weights=total)
-    return {"positions": positions, **coded.sections}, _header(arch, levels, kept), stats
+    header = _header(arch, coding.MAX_LEVELS, sum(int(m.sum()) for m in masks.values()))
+    framing = framing_bits(HiNeRVMethod.name, HiNeRVMethod.version, header, SECTIONS)
+    return cfg.target_bpp * arch.frames * height * width - framing
 
 
 def decode_stream(data: bytes, info: SeqInfo | None) -> tuple[HiNeRVConfig, dict[str, torch.Tensor]]:
@@ -497,41 +422,8 @@ def decode_stream(data: bytes, info: SeqInfo | None) -> tuple[HiNeRVConfig, dict
     )
     if arch.frames != frames:
         raise BitstreamError("hinerv stream header's network spans another frame count; re-encode it")
-    pruning, codes = stream.header.get("pruning"), stream.header.get("coding")
-    kept = pruning.get("kept") if isinstance(pruning, dict) else None
-    if type(kept) is not int or not isinstance(codes, dict):
-        raise BitstreamError("hinerv stream header is malformed (pruning or coding); re-encode it")
     shapes = parameter_shapes(arch)
-    names = prunable(shapes)
-    total = sum(math.prod(shapes[n]) for n in names)
-    if not 1 <= kept <= total:
-        raise BitstreamError(f"hinerv stream header keeps {kept} of {total} weights; re-encode it")
-    frequencies = np.array([total - kept, kept], dtype=np.float64)
-    bitmap = coding.decode_symbols(stream.section("positions"), total, 2, frequencies)
-    if int(bitmap.sum()) != kept:
-        raise BitstreamError("hinerv stream's positions do not match its kept count; re-encode it")
-    masks, offset = {}, 0
-    for name in names:
-        size = math.prod(shapes[name])
-        masks[name] = torch.from_numpy(bitmap[offset : offset + size].astype(bool)).reshape(shapes[name])
-        offset += size
-    coded_shapes = {}
-    for name, shape in shapes.items():
-        if name not in masks:
-            coded_shapes[name] = shape
-        elif masks[name].any():
-            coded_shapes[name] = (int(masks[name].sum()),)
-    values = coding.decode_tensors(stream.sections, codes, coded_shapes)
-    weights = {}
-    for name, shape in shapes.items():
-        if name in masks:
-            full = torch.zeros(math.prod(shape), dtype=torch.float32)
-            if name in values:
-                full[masks[name].reshape(-1)] = values[name]
-            weights[name] = full.reshape(shape)
-        else:
-            weights[name] = values[name]
-    return arch, weights
+    return arch, decode_sparse(stream, shapes, prunable(shapes))
 
 
 def render_network(arch: HiNeRVConfig, weights: dict[str, torch.Tensor], device: str) -> torch.Tensor:

@@ -5,7 +5,8 @@ unstructured magnitude over every stem and conv weight (biases stay), then fine-
 The mask lives in the layers as a buffer and multiplies the weight in every forward pass, so a pruned weight
 is exactly zero in the network and gets no gradient; it is also zeroed in the parameter itself, and a fresh
 Adam (zero moments) never moves a weight whose gradient is always zero. The surviving weights and the dense
-biases are then quantized and range coded with `methods.coding`, as nerv-dense codes its weights.
+biases are then quantized and range coded with `methods.nerv_family.coding`, as nerv-dense codes its
+weights, by the family's sparse coder (`methods.nerv_family.masks.sparse_coding`, which hinerv shares).
 
 The positions of the survivors are part of the stream. NeRV's own code never charged them; here the
 zero/non-zero map is range coded with the measured keep fraction (the kept count is in the header) as its
@@ -30,7 +31,6 @@ leaves once the positions are coded, so the stream lands on the target like nerv
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,7 +40,7 @@ import torch
 from bench import bitstream
 from bench.budgets import Budget
 from bench.contract import RATE_TOLERANCE, Clip, Context, SeqInfo
-from bench.errors import BitstreamError, MethodError
+from bench.errors import MethodError
 from methods import nerv_dense
 from methods.nerv_dense import NeRVDenseConfig
 from methods.nerv_family import coding
@@ -55,20 +55,26 @@ from methods.nerv_family.backbones.nerv import (
     parameter_shapes,
     render_weights,
 )
-from methods.nerv_family.coding import BITS_PER_WEIGHT_AT_8, SIDE_BITS_PER_TENSOR
-from methods.nerv_family.coding import TENSORS_SLACK_BITS as CODER_SLACK_BITS
-from methods.nerv_family.header import network_header, read_network_header
+from methods.nerv_family.coding import BITS_PER_WEIGHT_AT_8
+from methods.nerv_family.header import read_network_header
 from methods.nerv_family.masks.pruning import (
     apply_masks,
     build_generator,
     effective_weights,
-    kept_count,
     magnitude_masks,
     prunable,
 )
+from methods.nerv_family.masks.sparse_coding import (
+    SECTIONS,
+    SparseCode,
+    SparseCounts,
+    decode_sparse,
+    encode_sparse,
+    sparse_header,
+)
+from methods.nerv_family.masks.sparse_coding import predicted_bits as sparse_predicted_bits
 from methods.nerv_family.training import TrainResult, train, with_budget_schedule
 
-POSITION_SLACK_BITS = 64  # the positions' range coder ends on up to two 32-bit words
 SIZE_AIM = 0.01  # stop sizing when the predicted size is within 1 % of the target
 SIZING_ROUNDS = 8
 
@@ -126,93 +132,37 @@ class NeRVPrunedState:
 # --- the stream -----------------------------------------------------------------------------------------------
 
 
-def _header(arch: NeRVConfig, levels: int, kept: int, height: int, width: int, frames: int) -> dict[str, Any]:
-    return network_header(arch, height, width, frames, coding={"levels": levels}, pruning={"kept": kept})
-
-
 def _framing_bits(arch: NeRVConfig, levels: int, kept: int, height: int, width: int, frames: int) -> int:
     """Container and header bits of a stream (everything but the three sections' payloads)."""
-    header = _header(arch, levels, kept, height, width, frames)
-    return framing_bits(NeRVPruned.name, NeRVPruned.version, header, ("positions", "weights", "side"))
-
-
-def binary_entropy(q: float) -> float:
-    """H_b(q) in bits: the cost per weight of a 0/1 map whose ones have frequency q."""
-    return 0.0 if q <= 0 or q >= 1 else -(q * math.log2(q) + (1 - q) * math.log2(1 - q))
+    header = sparse_header(arch, height, width, frames, levels, kept)
+    return framing_bits(NeRVPruned.name, NeRVPruned.version, header, SECTIONS)
 
 
 def predicted_bits(
     arch: NeRVConfig, sparsity: float, bits: int, height: int, width: int, frames: int
 ) -> float:
-    """Expected stream size: survivors + positions + dense biases + side information + framing."""
+    """Expected stream size: survivors at the calibrated coded rate, positions, dense biases at `bits`
+    each (measured 8.0-8.3), side information and framing."""
     shapes = parameter_shapes(arch)
-    weights = sum(math.prod(shapes[n]) for n in prunable(shapes))
-    biases = sum(math.prod(s) for s in shapes.values()) - weights
-    kept = kept_count(weights, sparsity)
-    survivors = kept * BITS_PER_WEIGHT_AT_8 * bits / 8
-    positions = weights * binary_entropy(kept / weights) + POSITION_SLACK_BITS
-    side = SIDE_BITS_PER_TENSOR * len(shapes)
-    framing = _framing_bits(arch, (1 << bits) - 1, kept, height, width, frames)
-    return survivors + positions + biases * bits + side + framing + CODER_SLACK_BITS
+    counts = SparseCounts.of(shapes, prunable(shapes), sparsity)
+    framing = _framing_bits(arch, (1 << bits) - 1, counts.kept, height, width, frames)
+    return sparse_predicted_bits(counts, BITS_PER_WEIGHT_AT_8 * bits / 8, bits, framing)
 
 
-@dataclass
-class CodedNetwork:
-    """A coded state: the container's sections and header, and the network the decoder will rebuild."""
-
-    sections: dict[str, bytes]
-    header: dict[str, Any]
-    weights: dict[str, torch.Tensor]  # dequantized, exactly zero where pruned
-    stats: dict[str, Any]
-
-
-def _scatter(masks: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Full weight tensors: the survivors in `values` (flattened order) at the mask's ones, zero elsewhere."""
-    out = {}
-    for name, mask in masks.items():
-        full = torch.zeros(mask.numel(), dtype=torch.float32)
-        if name in values:
-            full[mask.reshape(-1)] = values[name]
-        out[name] = full.reshape(mask.shape)
-    return out
-
-
-def code_network(state: NeRVPrunedState) -> CodedNetwork:
-    """Positions, then survivors and biases quantized at the level count rate control allows."""
+def code_network(state: NeRVPrunedState) -> SparseCode:
+    """The shared sparse coder's sections, with the level count rate control allows."""
     cfg = state.config
     arch = cfg.architecture()
     height, width = arch.output_size
     names = list(parameter_shapes(arch))
-    bitmap = torch.cat([state.masks[n].reshape(-1) for n in prunable(names)])
-    total, kept = bitmap.numel(), int(bitmap.sum())
-    frequencies = np.array([total - kept, kept], dtype=np.float64)
-    positions = coding.encode_symbols(bitmap.numpy().astype(np.int32), 2, frequencies)
-    named: dict[str, torch.Tensor] = {}
-    for name in names:
-        if name in state.masks:
-            survivors = state.weights[name].reshape(-1)[state.masks[name].reshape(-1)]
-            if survivors.numel():  # a layer pruned away entirely codes nothing
-                named[name] = survivors
-        else:
-            named[name] = state.weights[name]
-    levels = (1 << cfg.bits) - 1
+    masks = {n: state.masks[n] for n in prunable(names)}
+    budget = None
     if cfg.rate_control and cfg.target_bpp is not None:
         target = cfg.target_bpp * state.num_frames * height * width
-        framing = _framing_bits(arch, coding.MAX_LEVELS, kept, height, width, state.num_frames)
-        levels = coding.fit_levels(named, target - framing - CODER_SLACK_BITS - 8 * len(positions))
-    coded = coding.encode_tensors(named, levels=levels)
-    weights = {**coded.dequantized, **_scatter(state.masks, coded.dequantized)}
-    weights = {name: weights[name] for name in names}
-    stats = {k: v for k, v in coded.stats.items() if k != "tensors"}
-    stats.update(
-        position_bits=8 * len(positions),
-        position_entropy_bits=round(total * binary_entropy(kept / total), 1),
-        kept_weights=kept,
-        prunable_weights=total,
-        nonzeros=sum(int(torch.count_nonzero(w)) for w in weights.values()),
-    )
-    header = _header(arch, levels, kept, height, width, state.num_frames)
-    return CodedNetwork({"positions": positions, **coded.sections}, header, weights, stats)
+        kept = sum(int(m.sum()) for m in masks.values())
+        budget = target - _framing_bits(arch, coding.MAX_LEVELS, kept, height, width, state.num_frames)
+    weights = {n: state.weights[n] for n in names}
+    return encode_sparse(weights, masks, (1 << cfg.bits) - 1, budget_bits=budget)
 
 
 def decode_weights(
@@ -221,43 +171,10 @@ def decode_weights(
     """(architecture, the decoded network's weights, frame count) from a stream's bytes, checked against
     the clip `info` when given (the decoder always gives it)."""
     stream = bitstream.unpack(data, expect_method=NeRVPruned.name, expect_version=NeRVPruned.version)
-    stream.expect_sections("positions", "weights", "side")
+    stream.expect_sections(*SECTIONS)
     arch, frames = read_network_header(stream, info)
-    kept = _read_kept(stream.header, arch)
     shapes = parameter_shapes(arch)
-    names = prunable(shapes)
-    total = sum(math.prod(shapes[n]) for n in names)
-    frequencies = np.array([total - kept, kept], dtype=np.float64)
-    bitmap = coding.decode_symbols(stream.section("positions"), total, 2, frequencies)
-    if int(bitmap.sum()) != kept:
-        raise BitstreamError("nerv-pruned stream's positions do not match its kept count; re-encode it")
-    masks, offset = {}, 0
-    for name in names:
-        size = math.prod(shapes[name])
-        masks[name] = torch.from_numpy(bitmap[offset : offset + size].astype(bool)).reshape(shapes[name])
-        offset += size
-    coded_shapes = {}
-    for name, shape in shapes.items():
-        if name not in masks:
-            coded_shapes[name] = shape
-        elif masks[name].any():
-            coded_shapes[name] = (int(masks[name].sum()),)
-    values = coding.decode_tensors(stream.sections, stream.header["coding"], coded_shapes)
-    weights = {**values, **_scatter(masks, values)}
-    return arch, {name: weights[name] for name in shapes}, frames
-
-
-def _read_kept(header: dict[str, Any], arch: NeRVConfig) -> int:
-    """The number of surviving weights, an integer the architecture can hold."""
-    pruning = header.get("pruning")
-    kept = pruning.get("kept") if isinstance(pruning, dict) else None
-    if type(kept) is not int or not isinstance(header.get("coding"), dict):
-        raise BitstreamError("nerv-pruned stream header is malformed (pruning or coding); re-encode it")
-    shapes = parameter_shapes(arch)
-    total = sum(math.prod(shapes[n]) for n in prunable(shapes))
-    if not 1 <= kept <= total:
-        raise BitstreamError(f"nerv-pruned stream header keeps {kept} of {total} weights; re-encode it")
-    return kept
+    return arch, decode_sparse(stream, shapes, prunable(shapes)), frames
 
 
 # --- sizing ----------------------------------------------------------------------------------------------------
@@ -367,7 +284,9 @@ class NeRVPruned(NeRVFamilyMethod):
     def encode(self, state: NeRVPrunedState) -> bytes:
         coded = code_network(state)
         state.coding = coded.stats
-        return bitstream.pack(self.name, self.version, coded.header, coded.sections)
+        arch = state.config.architecture()
+        header = sparse_header(arch, *arch.output_size, state.num_frames, coded.levels, coded.kept)
+        return bitstream.pack(self.name, self.version, header, coded.sections)
 
     def decode(self, data: bytes, info: SeqInfo, ctx: Context) -> np.ndarray:
         arch, weights, frames = decode_weights(data, info)

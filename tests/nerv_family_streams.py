@@ -26,7 +26,7 @@ from bench.budgets import get_budget
 from bench.contract import Clip, Context
 
 FOLDER = Path(__file__).parent / "data" / "nerv_family"
-METHODS = ("nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned")
+METHODS = ("nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hinerv")
 TARGET_BPP = 0.5
 SEED = 7
 # every x86-64 CPU of the last decade has AVX2; torch and oneDNN use no wider kernels under these

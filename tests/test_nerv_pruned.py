@@ -24,15 +24,9 @@ from methods.nerv_family.masks.pruning import (
     kept_count,
     magnitude_masks,
 )
+from methods.nerv_family.masks.sparse_coding import binary_entropy
 from methods.nerv_family.training import train
-from methods.nerv_pruned import (
-    NeRVPruned,
-    NeRVPrunedConfig,
-    binary_entropy,
-    code_network,
-    decode_weights,
-    predicted_bits,
-)
+from methods.nerv_pruned import NeRVPruned, NeRVPrunedConfig, code_network, decode_weights, predicted_bits
 
 CPU_CLIP = SeqInfo("bunny", 320, 180, 16, 25.0)
 SMOKE_INFO = SeqInfo("bunny", 128, 72, 4, 25.0)

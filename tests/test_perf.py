@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from methods.nerv_family.timing.coding import perf_coding
-from methods.nerv_family.timing.train import perf_train, perf_train_hnerv
+from methods.nerv_family.timing.train import perf_train, perf_train_hinerv, perf_train_hnerv
 
 
 def test_coded_size_stays_within_one_percent_of_the_entropy_bound(capsys: pytest.CaptureFixture) -> None:
@@ -79,3 +79,11 @@ def test_train_section_times_hnerv_against_its_plain_loop(capsys: pytest.Capture
     result = perf_train_hnerv(size=(72, 128), repeats=1)
     assert result["plain_fps"] > 0 and result["ratio"] == pytest.approx(result["fps"] / result["plain_fps"])
     assert "hnerv" in capsys.readouterr().out
+
+
+def test_train_section_times_hinerv_on_patches_against_its_plain_loop(capsys: pytest.CaptureFixture) -> None:
+    result = perf_train_hinerv(size=(72, 128), repeats=1)
+    assert result["plain_fps"] > 0 and result["ratio"] == pytest.approx(result["fps"] / result["plain_fps"])
+    assert result["cpu_ratio"] > 0 and result["size"] == "128x72"
+    out = capsys.readouterr().out
+    assert "hinerv" in out and "patches" in out

@@ -16,4 +16,7 @@ is relative to ``c`` and means the same in every layer.
 
 The level distribution p = (1 - k_1, k_1 - k_2, ..., k_N) is known before training, so the coded mask costs
 H(p) bits per weight (range coded with those frequencies) and a network is sized for a rate exactly.
+
+Pruning's masks (`pruning`) are coded by `sparse_coding`: the 0/1 positions and the surviving weights, the
+stream nerv-pruned and hinerv share.
 """

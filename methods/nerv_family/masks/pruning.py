@@ -53,14 +53,24 @@ def kept_count(total: int, sparsity: float) -> int:
     return max(1, total - round(sparsity * total))
 
 
-def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+def magnitude_masks(
+    weights: dict[str, torch.Tensor],
+    sparsity: float,
+    names: Iterable[str] | None = None,
+    layer_weight: float = 0.0,
+) -> dict[str, torch.Tensor]:
     """Global unstructured magnitude pruning: keep the largest |w| over all prunable tensors together.
 
+    `names` are the tensors pruned (default: `prunable`, NeRV's). With a `layer_weight` the score is
+    |w| / n_layer ** layer_weight (HiNeRV's layer-size-weighted magnitude), so large layers give up more.
     Exactly `kept_count` weights survive; a stable sort breaks ties by position, so the mask is a
     function of the weights alone.
     """
-    names = prunable(weights)
-    flat = torch.cat([weights[n].detach().reshape(-1).abs().cpu() for n in names])
+    names = prunable(weights) if names is None else list(names)
+    scores = [weights[n].detach().reshape(-1).abs().cpu() for n in names]
+    if layer_weight:
+        scores = [s / s.numel() ** layer_weight for s in scores]
+    flat = torch.cat(scores)
     keep = torch.zeros(flat.numel(), dtype=torch.bool)
     keep[torch.argsort(flat, descending=True, stable=True)[: kept_count(flat.numel(), sparsity)]] = True
     masks, offset = {}, 0

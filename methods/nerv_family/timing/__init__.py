@@ -11,12 +11,13 @@ from typing import Any
 
 def train_section(device: str, repeats: int) -> dict[str, Any]:
     """Training frames/s of the family's loops against plain loops (`timing.train`): NeRV's at two sizes,
-    hnerv's at the cpu size."""
-    from methods.nerv_family.timing.train import perf_train, perf_train_hnerv
+    hnerv's and hinerv's at the cpu size."""
+    from methods.nerv_family.timing.train import perf_train, perf_train_hinerv, perf_train_hnerv
 
     return {
         "nerv": perf_train(device=device, repeats=repeats),
         "hnerv": perf_train_hnerv(device=device, repeats=repeats),
+        "hinerv": perf_train_hinerv(device=device, repeats=repeats),
     }
 
 

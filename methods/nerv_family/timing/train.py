@@ -19,7 +19,8 @@ PERF_LOWER_WIDTH = 96
 PERF_FRAMES = 8
 PERF_SIZES = ((180, 320), (360, 640))  # the cpu budget's size and one larger
 PERF_BUDGET = "cpu"  # the suite's loops run with this budget's batch size and precision
-HNERV_BPP = 0.2  # hnerv is timed on the network it trains at this rate and the cpu budget's size
+# hnerv and hinerv are timed on the networks they train at this rate and the cpu budget's size
+HNERV_BPP = 0.2
 # (name, precision): the suite's loops timed against the plain one; None = the budget's precision
 SUITE_LOOPS: tuple[tuple[str, str | None], ...] = (
     ("nerv-dense", "fp32"),
@@ -38,25 +39,47 @@ def perf_arch(size: tuple[int, int]):
     )
 
 
-def hnerv_arch(size: tuple[int, int], target_bpp: float = HNERV_BPP):
-    """The network hnerv trains at `target_bpp` on a clip of `size` and the cpu budget's frame count."""
+def _planned(method: Any, size: tuple[int, int], target_bpp: float) -> tuple[Any, int]:
+    """The config `method` plans at `target_bpp` on a clip of `size` and the cpu budget's frame count, and
+    that count."""
     from bench.budgets import get_budget
     from bench.contract import Clip, SeqInfo
-    from methods.hnerv import HNeRVMethod  # its plan sizes the network the method trains
 
     budget = get_budget(PERF_BUDGET)
     frames = budget.frames or 16
     info = SeqInfo("bunny", size[1], size[0], frames, 25.0)  # sizing reads the clip's shape, not its pixels
     clip = Clip(info, np.zeros((frames, size[0], size[1], 3), np.uint8))
-    return HNeRVMethod().plan(clip, target_bpp, budget).architecture()
+    return method.plan(clip, target_bpp, budget), frames
+
+
+def hnerv_arch(size: tuple[int, int], target_bpp: float = HNERV_BPP):
+    """The network hnerv trains at `target_bpp` on a clip of `size` and the cpu budget's frame count."""
+    from methods.hnerv import HNeRVMethod  # its plan sizes the network the method trains
+
+    return _planned(HNeRVMethod(), size, target_bpp)[0].architecture()
+
+
+def hinerv_network(size: tuple[int, int], target_bpp: float = HNERV_BPP):
+    """(architecture, patch size) of the network hinerv trains at `target_bpp` on a clip of `size` and the
+    cpu budget's frame count: its training phase fits that network on patches of this size."""
+    from methods.hinerv import HiNeRVMethod
+
+    config, frames = _planned(HiNeRVMethod(), size, target_bpp)
+    arch = config.architecture(frames)
+    return arch, config.patch(arch)
 
 
 def _perf_model(size: tuple[int, int], network: str = "nerv"):
     import torch
 
+    from methods.nerv_family.backbones.hinerv import HiNeRV
     from methods.nerv_family.backbones.hnerv import HNeRVModel
     from methods.nerv_family.backbones.nerv import NeRVGenerator
 
+    if network == "hinerv":
+        arch, patch = hinerv_network(size)
+        torch.manual_seed(0)
+        return HiNeRV(arch, patch)
     arch = hnerv_arch(size) if network == "hnerv" else perf_arch(size)
     torch.manual_seed(0)
     return HNeRVModel(arch) if network == "hnerv" else NeRVGenerator(arch)
@@ -77,11 +100,28 @@ def _since(begin: tuple[float, float]) -> tuple[float, float]:
     return now[0] - begin[0], now[1] - begin[1]
 
 
+def _plain_sample(model: Any, network: str, frames: np.ndarray, i: int) -> tuple[Any, Any]:
+    """(network input, target) of frame `i` as the plain loop feeds it: the frame's time (NeRV), the frame
+    itself (HNeRV), or every patch of the frame, cut from it on the host, with their corners (HiNeRV)."""
+    import torch
+
+    # NCHW in memory: a permuted HWC frame would carry channels-last strides into the convolutions
+    target = torch.from_numpy(frames[i]).permute(2, 0, 1)[None].float().contiguous() / 255
+    if network == "hnerv":
+        return target, target
+    if network == "hinerv":
+        (ph, pw), (rows, cols) = model.patch, model.grid
+        tiles = target[0].reshape(3, rows, ph, cols, pw).permute(1, 3, 0, 2, 4).reshape(-1, 3, ph, pw)
+        corners = torch.tensor([[i, r * ph, c * pw] for r in range(rows) for c in range(cols)])
+        return corners, tiles.contiguous()
+    return torch.tensor([i / len(frames)], dtype=torch.float32), target
+
+
 def _plain_train(
     frames: np.ndarray, size: tuple[int, int], epochs: int, lr: float, network: str = "nerv"
 ) -> list[tuple[float, float]]:
-    """The obvious loop: NCHW, fp32, per-step copy of one frame from the host, for-loop Adam, batch 1; the
-    network is fed the frame's time (NeRV) or the frame itself (HNeRV).
+    """The obvious loop: NCHW, fp32, per-step copy of one frame from the host, for-loop Adam, one frame a
+    step (for HiNeRV: all the patches of one frame); inputs as `_plain_sample` makes them.
 
     Returns the (wall, CPU) seconds of each epoch (one pass over the frames in a shuffled order).
     """
@@ -89,16 +129,13 @@ def _plain_train(
 
     model = _perf_model(size, network)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999), foreach=False, fused=False)
-    count = len(frames)
     rng = np.random.default_rng(0)
     seconds = []
     for _ in range(epochs):
         begin = _now()
-        for i in rng.permutation(count):
-            # NCHW in memory: a permuted HWC frame would carry channels-last strides into the convolutions
-            target = torch.from_numpy(frames[i]).permute(2, 0, 1)[None].float().contiguous() / 255
-            t = torch.tensor([i / count], dtype=torch.float32)
-            loss = torch.nn.functional.mse_loss(model(target if network == "hnerv" else t), target)
+        for i in rng.permutation(len(frames)):
+            inputs, target = _plain_sample(model, network, frames, int(i))
+            loss = torch.nn.functional.mse_loss(model(inputs), target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -139,8 +176,8 @@ def _suite_train(
     groups, lr = None, budget.lr
     if loop == "nerv-dense":
         model = _perf_model(size)
-    elif loop == "hnerv":
-        model = _perf_model(size, "hnerv")
+    elif loop in ("hnerv", "hinerv"):
+        model = _perf_model(size, loop)
     else:
         scale_mode = loop.removeprefix("supermask-")
         defaults = SupermaskConfig()
@@ -156,7 +193,7 @@ def _suite_train(
             ctx,
             epochs=epochs,
             lr=lr,
-            batch_size=budget.batch_size,
+            batch_size=budget.batch_size * getattr(model, "patches_per_frame", 1),  # hinerv: frames' patches
             params=groups,
             precision=precision,
         )
@@ -183,7 +220,7 @@ def _measure(
     for _ in range(rounds):
         for loop, precision in loops:
             if loop.startswith("plain"):
-                network = "hnerv" if loop == "plain-hnerv" else "nerv"
+                network = loop.removeprefix("plain").removeprefix("-") or "nerv"
                 seconds, used = _plain_train(frames, size, epochs + 1, 5e-4, network)[1:], "fp32"
             else:
                 seconds, used = _suite_train(loop, frames, size, epochs + 1, device, precision)
@@ -216,10 +253,12 @@ def _alternate(
     return best, cpu, used
 
 
-def perf_train_hnerv(
-    size: tuple[int, int] = PERF_SIZES[0], device: str = "cpu", repeats: int = 2
+def _perf_train_planned(
+    network: str, size: tuple[int, int], device: str, repeats: int, shape: str, steps: tuple[str, str]
 ) -> dict[str, Any]:
-    """Training frames/s of hnerv's loop against the plain loop, on the network hnerv trains at the cpu size.
+    """Training frames/s of `network`'s loop (a method's name) against its plain loop, on the network the
+    method trains at `HNERV_BPP` at `size` (`shape` describes it; `steps` says what a plain and a suite
+    step take).
 
     As `perf_train`: separate fresh processes, alternating, best epoch; the suite's loop runs at the cpu
     budget's batch size and precision (channels-last, fused Adam, bf16 autocast where the CPU has it).
@@ -227,19 +266,18 @@ def perf_train_hnerv(
     from bench.budgets import get_budget
 
     budget = get_budget(PERF_BUDGET)
-    arch = hnerv_arch(size)
-    suite = (("hnerv", None),)
-    best, cpu, used = _alternate(("plain-hnerv", "fp32"), suite, size, device, repeats)
-    base, fps = best["plain-hnerv", "fp32"], best["hnerv", None]
-    cpu_base, cpu_fps = cpu["plain-hnerv", "fp32"], cpu["hnerv", None]
+    plain, suite = (f"plain-{network}", "fp32"), (network, None)
+    best, cpu, used = _alternate(plain, (suite,), size, device, repeats)
+    base, fps = best[plain], best[suite]
+    cpu_base, cpu_fps = cpu[plain], cpu[suite]
     label = f"{size[1]}x{size[0]}"
-    how = f"{used['hnerv', None]} (budget {PERF_BUDGET}: {budget.precision})"
+    how = f"{used[suite]} (budget {PERF_BUDGET}: {budget.precision})"
     print(
-        f"train at {label} on {device}, the hnerv network sized for {HNERV_BPP:g} bpp (C0 {arch.fc_dim}, lower "
-        f"width {arch.lower_width}, encoder width {arch.enc_width}), best epoch of {repeats} alternating runs:\n"
-        f"  plain loop (fp32, NCHW, for-loop Adam, per-step host copy, batch 1): {base:.2f} frames/s, "
+        f"train at {label} on {device}, the {network} network sized for {HNERV_BPP:g} bpp ({shape}), best epoch "
+        f"of {repeats} alternating runs:\n"
+        f"  plain loop (fp32, NCHW, for-loop Adam, per-step host copy, {steps[0]}): {base:.2f} frames/s, "
         f"{cpu_base:.2f} per CPU second\n"
-        f"  hnerv, {how}, batch {budget.batch_size}: {fps:.2f} frames/s  ({fps / base:.2f}x), "
+        f"  {network}, {how}, {steps[1]}: {fps:.2f} frames/s  ({fps / base:.2f}x), "
         f"{cpu_fps:.2f} per CPU second ({cpu_fps / cpu_base:.2f}x)"
     )
     return {
@@ -249,8 +287,40 @@ def perf_train_hnerv(
         "fps": fps,
         "ratio": fps / base,
         "cpu_ratio": cpu_fps / cpu_base,
-        "precision": used["hnerv", None],
+        "precision": used[suite],
     }
+
+
+def perf_train_hnerv(
+    size: tuple[int, int] = PERF_SIZES[0], device: str = "cpu", repeats: int = 2
+) -> dict[str, Any]:
+    """Training frames/s of hnerv's loop against the plain loop, on the network hnerv trains at the cpu size."""
+    from bench.budgets import get_budget
+
+    arch = hnerv_arch(size)
+    shape = f"C0 {arch.fc_dim}, lower width {arch.lower_width}, encoder width {arch.enc_width}"
+    steps = ("batch 1", f"batch {get_budget(PERF_BUDGET).batch_size}")
+    return _perf_train_planned("hnerv", size, device, repeats, shape, steps)
+
+
+def perf_train_hinerv(
+    size: tuple[int, int] = PERF_SIZES[0], device: str = "cpu", repeats: int = 2
+) -> dict[str, Any]:
+    """Training frames/s of hinerv's loop against the plain loop, on the network hinerv trains at the cpu
+    size, on its patches: what its training phase (300 of its 390 epochs) runs. The suite's step takes
+    the budget's batch of frames in patches drawn across the clip, the plain step every patch of one frame.
+    """
+    from bench.budgets import get_budget
+
+    arch, (ph, pw) = hinerv_network(size)
+    per_frame = (arch.output_size[0] // ph) * (arch.output_size[1] // pw)
+    shape = (
+        f"channels {arch.channels}, grid channels {arch.base_grid_channels}/{arch.enc_grid_channels}, "
+        f"{pw}x{ph} patches"
+    )
+    batch = get_budget(PERF_BUDGET).batch_size
+    steps = (f"one frame's {per_frame} patches a step", f"batch {batch} frames ({batch * per_frame} patches)")
+    return _perf_train_planned("hinerv", size, device, repeats, shape, steps)
 
 
 def perf_train(
