@@ -16,7 +16,7 @@ from bench.budgets import Budget, budget_label, get_budget, with_overrides
 from bench.params import build_config, variant_label
 from bench.record import job_key
 
-__all__ = ["InputIdentity", "JobSpec", "PlannedJob", "job_identity", "job_key"]
+__all__ = ["InputIdentity", "JobSpec", "PlannedJob", "hyper_identity", "job_identity", "job_key"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,19 @@ class InputIdentity:
     frames_sha256: str
 
 
+def hyper_identity(config: Any) -> dict[str, Any]:
+    """The hyper-parameters a key hashes: every field of the config, but those its class lists in
+    ``UNKEYED_DEFAULTS`` while they hold their default. A field added to a method keeps every earlier key
+    (its default's above all) valid that way, without a version bump that would orphan every record."""
+    hyper = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if f.name in getattr(type(config), "UNKEYED_DEFAULTS", ()):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            if getattr(config, f.name) == default:
+                del hyper[f.name]
+    return hyper
+
+
 def job_identity(spec: JobSpec, seq_checksum: str, source: InputIdentity) -> dict[str, Any]:
     """The content a job's result depends on; its hash is the job key."""
     from bench.metrics import METRICS_VERSION
@@ -85,7 +98,7 @@ def job_identity(spec: JobSpec, seq_checksum: str, source: InputIdentity) -> dic
     return {
         "method": spec.method,
         "method_version": cls.version,
-        "hyper": dataclasses.asdict(spec.config()),
+        "hyper": hyper_identity(spec.config()),
         "sequence_checksum": seq_checksum,
         "input": dataclasses.asdict(source),
         "frames": {"start": budget.start, "count": budget.frames, "step": budget.step, "size": budget.size},

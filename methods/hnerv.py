@@ -17,7 +17,6 @@ reference and what is simplified: docs/hnerv.md.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,13 +28,7 @@ from bench.budgets import Budget
 from bench.contract import Clip, Context, SeqInfo
 from bench.errors import BitstreamError, MethodError
 from methods.nerv_family import coding
-from methods.nerv_family.adapter import (
-    RENDER_BATCH,
-    NeRVFamilyMethod,
-    bisect_integer,
-    closest_shape,
-    framing_bits,
-)
+from methods.nerv_family.adapter import RENDER_BATCH, NeRVFamilyMethod, framing_bits
 from methods.nerv_family.backbones.hnerv import (
     HNeRVConfig,
     HNeRVDecoder,
@@ -45,19 +38,31 @@ from methods.nerv_family.backbones.hnerv import (
     embedding_values,
     encoder_parameters,
     macs_per_pixel,
-    stride_plan,
 )
 from methods.nerv_family.backbones.render import render_inputs
 from methods.nerv_family.coding import BITS_PER_WEIGHT_AT_8, SIDE_BITS_PER_TENSOR, TENSORS_SLACK_BITS
-from methods.nerv_family.header import network_header, read_header
+from methods.nerv_family.header import network_header
+from methods.nerv_family.hnerv_stream import (
+    EMBED_AXIS,
+    EMBED_BITS,
+    EMBEDDING_SECTIONS,
+    MAX_STRIDE,
+    STAGES,
+    clip_grid,
+    decode_embeddings,
+    embed_frames,
+    embedding_bits,
+    encode_embeddings,
+    read_hnerv_header,
+    refuse_embeddings_over,
+    size_decoder,
+)
 from methods.nerv_family.training import TrainResult, with_budget_schedule
 
 PLAN_BAND = 0.05  # predicted size within 5 % of the target; rate control lands the rest
 RATE_CONTROL_BAND = 0.25  # where no shape is that close: rate control's level count reaches 25 % either way
-MAX_LOWER_WIDTH = 256
-EMBED_SIDE_BITS = SIDE_BITS_PER_TENSOR + TENSORS_SLACK_BITS  # the embeddings' own side section and coder end
-MAX_FC_DIM = 1 << 14
-SECTIONS = ("weights", "side", "embeddings", "embedding_side")
+SECTIONS = ("weights", "side", *EMBEDDING_SECTIONS)
+__all__ = ["HNeRVMethod", "embed_frames", "embedding_bits", "predicted_bits", "quantized", "render_decoder"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class HNeRVMethodConfig:
     """Hyper-parameters; `plan` fills in the sized decoder, the embedding grid, the strides and the schedule."""
 
     embed_channels: int = 16  # channels of a frame's embedding (the reference's --enc_dim 64_16)
-    embed_bits: int = 6  # quantization bits of the embeddings (the reference's --quant_embed_bit 6)
+    embed_bits: int = EMBED_BITS  # quantization bits of the embeddings (the reference's --quant_embed_bit 6)
     enc_width: int = 64  # channels of the encoder's stages but the last (--enc_dim 64_16)
     enc_blocks: int = 1  # ConvNeXt blocks per encoder stage (--num_blks 1_1)
     fc_dim: int = 68  # C0 of the base shape (the reference's Bunny 1.5M model: 68); `plan` sizes it
@@ -73,8 +78,8 @@ class HNeRVMethodConfig:
     reduction: float = 1.2  # each decoder block's width is the previous one / reduction (--reduce 1.2)
     kernel_min: int = 1  # decoder kernel of block i: min(kernel_min + 2 i, kernel_max) (--ks 0_1_5)
     kernel_max: int = 5  # the largest decoder kernel (--ks 0_1_5)
-    stages: int = 5  # encoder stages = decoder blocks (the reference: 5)
-    max_stride: int = 5  # the largest stride `plan` may choose (the reference's largest: 5)
+    stages: int = STAGES  # encoder stages = decoder blocks (the reference: 5)
+    max_stride: int = MAX_STRIDE  # the largest stride `plan` may choose (the reference's largest: 5)
     embed_grid: tuple[int, ...] = ()  # (rows, columns) of a frame's embedding; empty: the smallest that fits
     strides_h: tuple[int, ...] = ()  # row strides; empty: chosen with the grid from the clip size
     strides_w: tuple[int, ...] = ()  # column strides; empty: chosen with the grid from the clip size
@@ -82,7 +87,7 @@ class HNeRVMethodConfig:
     bits: int = 8  # nominal quantization bits of the decoder's weights (NeRV, HNeRV: 8)
     rate_control: bool = True  # tune the weights' level count so the stream lands on `target_bpp`
     target_bpp: float | None = None  # set by `plan`
-    quant_axis: str = "auto"  # per "channel", per "tensor", or "auto": whichever codes smaller
+    quant_axis: str = EMBED_AXIS  # per "channel", per "tensor", or "auto": whichever codes smaller
     loss: str = "mse"  # "mse" (the reference's L2) or "nerv" (0.7 L1 + 0.3 (1 - SSIM))
     epochs: int | None = None  # None: the budget's
     lr: float | None = None  # None: the budget's
@@ -114,12 +119,6 @@ def _header(arch: HNeRVConfig, levels: int, embed_levels: int, frames: int) -> d
     return network_header(
         arch, height, width, frames, coding={"levels": levels}, embedding={"levels": embed_levels}
     )
-
-
-def embedding_bits(arch: HNeRVConfig, frames: int, bits: int) -> float:
-    """Expected size of the embeddings' sections: every value at the quantizer's bits (range coding codes
-    them in fewer; rate control gives the difference to the decoder's weights)."""
-    return embedding_values(arch, frames) * bits + EMBED_SIDE_BITS
 
 
 def predicted_bits(arch: HNeRVConfig, cfg: HNeRVMethodConfig, frames: int) -> float:
@@ -158,49 +157,24 @@ class HNeRVMethod(NeRVFamilyMethod):
         return with_budget_schedule(self.size_network(clip.info, target_bpp), budget, target_bpp=target_bpp)
 
     def size_network(self, info: SeqInfo, target_bpp: float) -> HNeRVMethodConfig:
-        """The decoder closest to the target rate once the embeddings are paid for (module docstring)."""
+        """The decoder closest to the target rate once the embeddings are paid for (module docstring);
+        where no shape is within 5 %, the nearest within 25 % (rate control lands the rest)."""
         base = self.base_config
-        if base.embed_grid and base.strides_h and base.strides_w:
-            grid = (base.embed_grid, base.strides_h, base.strides_w)
-        else:
-            grid = stride_plan(info.height, info.width, base.stages, base.max_stride)
-        target = target_bpp * info.pixels
-        frames = info.num_frames
-
-        def size(cfg: HNeRVMethodConfig) -> float:
-            return predicted_bits(cfg.architecture(), cfg, frames)
-
-        smallest = _shaped(base, 1, 1, grid)
-        smallest.architecture().validate()
-        embedded = embedding_bits(smallest.architecture(), frames, base.embed_bits)
-        if embedded > target * (1 - PLAN_BAND):
-            values = embedding_values(smallest.architecture(), frames)
-            raise MethodError(
-                f"hnerv's embeddings alone ({values} values at {base.embed_bits} bits, about "
-                f"{embedded / info.pixels:.3g} bpp) do not fit {target_bpp:g} bpp on "
-                f"{info.width}x{info.height}x{frames}; choose a higher target or fewer embed_channels"
-            )
-        self.refuse_unreachable(size(smallest), info, target_bpp)
-        ratio = base.fc_dim / base.lower_width
-
-        def bracket(lower: float) -> list[HNeRVMethodConfig]:
-            below = lambda fc: size(_shaped(base, fc, int(lower), grid)) <= target  # noqa: E731
-            return [_shaped(base, fc, int(lower), grid) for fc in bisect_integer(below, 1, MAX_FC_DIM)]
-
-        def proportion(cfg: HNeRVMethodConfig, lower: float, miss: float) -> float:
-            return abs(math.log(cfg.fc_dim / cfg.lower_width / ratio)) + 4 * miss
-
-        lowers = []  # a wider lower width only grows the network: stop where C0 = 1 is already too large
-        for lower in range(1, MAX_LOWER_WIDTH + 1):
-            if size(_shaped(base, 1, lower, grid)) > target * (1 + RATE_CONTROL_BAND):
-                break
-            lowers.append(lower)
-        best = closest_shape(lowers, bracket, size, target, PLAN_BAND, proportion)
-        if best is None:  # tiny networks come in coarse steps: the nearest, rate control lands the rest
-            best = closest_shape(lowers, bracket, size, target, RATE_CONTROL_BAND, lambda c, w, miss: miss)
-        if best is None:
-            raise self.no_shape_found(target_bpp, RATE_CONTROL_BAND)
-        return best
+        grid = clip_grid(
+            info, (base.embed_grid, base.strides_h, base.strides_w), base.stages, base.max_stride
+        )
+        smallest = _shaped(base, 1, 1, grid).architecture()
+        smallest.validate()
+        refuse_embeddings_over(self.name, smallest, info, target_bpp, base.embed_bits, PLAN_BAND)
+        return size_decoder(
+            self,
+            lambda fc, lower: _shaped(base, fc, lower, grid),
+            lambda cfg: predicted_bits(cfg.architecture(), cfg, info.num_frames),
+            base.fc_dim / base.lower_width,
+            info,
+            target_bpp,
+            (PLAN_BAND, RATE_CONTROL_BAND),
+        )
 
     # -- fit -----------------------------------------------------------------------------------------------
     def fit(self, frames: np.ndarray, config: HNeRVMethodConfig, ctx: Context) -> HNeRVState:
@@ -218,10 +192,7 @@ class HNeRVMethod(NeRVFamilyMethod):
         arch = cfg.architecture()
         frames = state.embeddings.shape[0]
         embed_levels = (1 << cfg.embed_bits) - 1
-        embedded = coding.encode_tensors(
-            {"embeddings": state.embeddings}, axis=cfg.quant_axis, levels=embed_levels
-        )
-        sections = {"embeddings": embedded.sections["weights"], "embedding_side": embedded.sections["side"]}
+        sections, embedded = encode_embeddings(state.embeddings, embed_levels, cfg.quant_axis)
         levels = (1 << cfg.bits) - 1
         if cfg.rate_control and cfg.target_bpp is not None:
             height, width = arch.output_size
@@ -262,20 +233,6 @@ class HNeRVMethod(NeRVFamilyMethod):
         return out
 
 
-@torch.no_grad()
-def embed_frames(
-    model: HNeRVModel, frames: np.ndarray, device: str, batch_size: int = RENDER_BATCH
-) -> torch.Tensor:
-    """The encoder's embedding of every frame, float32 (T, C, rows, columns) on the CPU."""
-    model.to(memory_format=torch.channels_last).eval()
-    out = []
-    for i in range(0, frames.shape[0], batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(frames[i : i + batch_size])).to(device)
-        x = batch.permute(0, 3, 1, 2).float().div_(255)
-        out.append(model.embed(x).float().cpu().contiguous())
-    return torch.cat(out)
-
-
 def render_decoder(
     arch: HNeRVConfig, weights: dict[str, torch.Tensor], embeddings: torch.Tensor, device: str
 ) -> torch.Tensor:
@@ -289,9 +246,7 @@ def quantized(state: HNeRVState, levels: int) -> tuple[dict[str, torch.Tensor], 
     """The decoder weights and embeddings as the decoder will see them, at `levels` for the weights."""
     cfg = state.config
     weights = coding.encode_tensors(state.weights, axis=cfg.quant_axis, levels=levels).dequantized
-    embed = coding.encode_tensors(
-        {"embeddings": state.embeddings}, axis=cfg.quant_axis, levels=(1 << cfg.embed_bits) - 1
-    )
+    _, embed = encode_embeddings(state.embeddings, (1 << cfg.embed_bits) - 1, cfg.quant_axis)
     return weights, embed.dequantized["embeddings"]
 
 
@@ -301,18 +256,12 @@ def decode_stream(
     """(architecture, decoder weights, embeddings) from a stream's bytes, every part checked first."""
     stream = bitstream.unpack(data, expect_method=HNeRVMethod.name, expect_version=HNeRVMethod.version)
     stream.expect_sections(*SECTIONS)
-    arch, frames = read_header(
-        stream,
-        info,
-        HNeRVConfig.from_json,
-        lambda a: (a.embed_channels, a.enc_width, a.fc_dim, a.lower_width, *a.embed_grid),
-        lambda a, t: decoder_parameters(a) + embedding_values(a, t),
+    arch, frames = read_hnerv_header(
+        stream, info, lambda a, t: decoder_parameters(a) + embedding_values(a, t)
     )
     for part in ("coding", "embedding"):
         if not isinstance(stream.header.get(part), dict):
             raise BitstreamError(f"hnerv stream header is malformed ({part} is not a mapping); re-encode it")
-    shape = (frames, arch.embed_channels, *arch.embed_grid)
-    embedded = {"weights": stream.section("embeddings"), "side": stream.section("embedding_side")}
-    embeddings = coding.decode_tensors(embedded, stream.header["embedding"], {"embeddings": shape})
+    embeddings = decode_embeddings(stream, arch, frames)
     weights = coding.decode_tensors(stream.sections, stream.header["coding"], decoder_shapes(arch))
-    return arch, weights, embeddings["embeddings"]
+    return arch, weights, embeddings

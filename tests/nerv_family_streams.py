@@ -13,7 +13,6 @@ rather than on the code. The environment has to be set before torch starts, henc
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 from bench import registry
 from bench.budgets import get_budget
 from bench.contract import Clip, Context
+from bench.identity import hyper_identity
 
 FOLDER = Path(__file__).parent / "data" / "nerv_family"
 METHODS = ("nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hinerv")
@@ -63,11 +63,11 @@ def reference_stream(name: str, clip: Clip, workdir: Path) -> bytes:
 
 
 def default_configs() -> dict[str, dict]:
-    """name -> (version, `dataclasses.asdict` of the default config): what a job key hashes of a method."""
+    """name -> (version, `hyper_identity` of the default config): what a job key hashes of a method."""
     return {
         name: {
             "version": registry.get(name).version,
-            "config": json.loads(json.dumps(dataclasses.asdict(registry.get(name).default_config()))),
+            "config": json.loads(json.dumps(hyper_identity(registry.get(name).default_config()))),
         }
         for name in METHODS
     }

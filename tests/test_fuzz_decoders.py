@@ -8,6 +8,8 @@ and a time limit: a decoder that would allocate gigabytes or loop fails its case
 
 The valid stream of each method comes from plan -> fit -> encode on the smoke clip at 0.5 bpp with the
 smoke budget cut to one epoch (the streams must be valid, not good; the format does not depend on it).
+Variants whose streams are of another kind (`method_variants.VARIANTS`, e.g. the supermasks on HNeRV) are
+fuzzed beside the defaults; a stream is always decoded by a fresh default object of its method.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
+from method_variants import VARIANTS, instance, method_name
 
 from bench import bitstream, registry
 from bench.budgets import get_budget
@@ -34,7 +37,7 @@ from bench.cli import main
 from bench.contract import Clip, Context, SeqInfo
 from bench.errors import BitstreamError
 
-METHODS = registry.names(available_only=True)
+METHODS = [*registry.names(available_only=True), *VARIANTS]
 TARGET_BPP = 0.5
 MEMORY_CAP = 1 << 30  # what one decode may add to its process; a 72x128x4 decode needs ~50 MB
 TIME_LIMIT_S = 3.0  # per forged stream; a valid decode takes well under a second here
@@ -54,9 +57,9 @@ def coded(smoke_clip: Clip, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     budget = dataclasses.replace(get_budget("smoke"), epochs=1)
     out = {}
     for name in METHODS:
-        cls = registry.get(name)
-        ctx = Context(workdir=tmp_path_factory.mktemp(name), budget=budget, seed=0)
-        method = cls()
+        cls = registry.get(method_name(name))
+        ctx = Context(workdir=tmp_path_factory.mktemp(method_name(name)), budget=budget, seed=0)
+        method = instance(name)
         data = method.encode(method.fit(smoke_clip.frames, method.plan(smoke_clip, TARGET_BPP, budget), ctx))
         frames = cls().decode(data, smoke_clip.info, ctx)
         out[name] = Coded(data, bitstream.unpack(data), frames)
@@ -64,14 +67,14 @@ def coded(smoke_clip: Clip, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 
 def test_every_nerv_family_method_is_fuzzed() -> None:
-    assert {"nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hnerv", "hinerv"} <= set(
-        METHODS
-    )
+    family = {"nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hnerv", "hinerv"}
+    assert family | {"supermask-fixed[backbone=hnerv]", "supermask-learned[backbone=hnerv]"} <= set(METHODS)
 
 
 def _decode_here(name: str, data: bytes, info: SeqInfo, workdir: Path) -> np.ndarray:
+    """Decode as `bench decode` does: a fresh default object of the stream's method (variants included)."""
     ctx = Context(workdir=workdir, budget=get_budget("smoke"))
-    return registry.get(name)().decode(data, info, ctx)
+    return registry.get(method_name(name))().decode(data, info, ctx)
 
 
 # --- decoding in a capped child process ----------------------------------------------------------------------
@@ -224,6 +227,7 @@ def test_spliced_and_padded_streams_are_refused(
     cut: int,
     tail: bytes,
 ) -> None:
+    assume(method_name(pair[0]) != method_name(pair[1]))  # one method's decoder reads all its variants
     first, second = (coded[n].data for n in pair)
     workdir = tmp_path_factory.getbasetemp()
     _refused(pair[0], first[: cut % len(first)] + second[cut % len(second) :], smoke_clip.info, workdir)
@@ -252,8 +256,10 @@ def test_foreign_streams_and_files_are_refused(
     coded: dict[str, Coded], smoke_clip: Clip, tmp_path: Path, name: str
 ) -> None:
     for other, entry in coded.items():
-        if other != name:
-            assert f"'{other}'" in _refused(name, entry.data, smoke_clip.info, tmp_path)
+        if method_name(other) != method_name(name):
+            assert f"'{method_name(other)}'" in _refused(name, entry.data, smoke_clip.info, tmp_path)
+        elif other != name:  # a variant of the same method: its header names what the decoder must build
+            assert np.array_equal(_decode_here(name, entry.data, smoke_clip.info, tmp_path), entry.frames)
     for label, data in _foreign_files().items():
         try:
             _refused(name, data, smoke_clip.info, tmp_path)
@@ -315,6 +321,10 @@ HEADER_CASES: dict[str, tuple[tuple[str, ...], Any]] = {
     "masks-densities-300-levels": (("masks", "densities"), [1 - 1e-6 * i for i in range(1, 301)]),
     "masks-densities-string": (("masks", "densities"), "abc"),
     "masks-init-unknown": (("masks", "init"), "x"),
+    "backbone-nerv": (("backbone",), "nerv"),
+    "backbone-unknown": (("backbone",), "resnet"),
+    "backbone-bool": (("backbone",), True),
+    "backbone-missing": (("backbone",), DELETE),
     "embedding-missing": (("embedding",), DELETE),
     "embedding-not-a-mapping": (("embedding",), [63]),
     "embedding-levels-zero": (("embedding", "levels"), 0),

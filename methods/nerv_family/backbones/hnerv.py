@@ -215,13 +215,24 @@ class HNeRVDecoder(nn.Module):
 
 
 class HNeRVModel(nn.Module):
-    """Frames (B, 3, H, W) in [0, 1] -> the same frames rebuilt through the embedding (the training model)."""
+    """Frames (B, 3, H, W) in [0, 1] -> the same frames rebuilt through the embedding (the training model).
 
-    def __init__(self, config: HNeRVConfig, conv_layer: Callable[..., nn.Module] = nn.Conv2d) -> None:
+    `conv_layer` builds the decoder's convolutions; `encoder` replaces the reference's ConvNeXt encoder (a
+    masked one, say), built by the caller so that its layers are numbered apart from the decoder's.
+    """
+
+    def __init__(
+        self,
+        config: HNeRVConfig,
+        conv_layer: Callable[..., nn.Module] = nn.Conv2d,
+        encoder: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         config.validate()
         self.config = config
-        self.encoder = ConvNeXtEncoder(config.encoder_dims(), config.strides, config.enc_blocks)
+        if encoder is None:
+            encoder = ConvNeXtEncoder(config.encoder_dims(), config.strides, config.enc_blocks)
+        self.encoder = encoder
         self.decoder = HNeRVDecoder(config, conv_layer)
 
     def batch_input(self, times: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,8 @@ learned scales, straight-through gradients; and the helpers that read a masked m
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -245,10 +247,11 @@ class MaskedConv2d(MaskedLayer):
 
 
 class MaskFactory:
-    """Layer factories for `NeRVGenerator`: numbers the layers in construction order (the seed index)."""
+    """Layer factories for a backbone: numbers the layers in construction order (the seed index), from
+    `first` on, so that two parts of one network (HNeRV's encoder and decoder) draw apart."""
 
-    def __init__(self, settings: MaskSettings, seed: int) -> None:
-        self.settings, self.seed, self.count = settings, seed, 0
+    def __init__(self, settings: MaskSettings, seed: int, first: int = 0) -> None:
+        self.settings, self.seed, self.count = settings, seed, first
 
     def _next(self) -> int:
         self.count += 1
@@ -268,6 +271,21 @@ def effective_weights(layers: list[MaskedLayer]) -> tuple[torch.Tensor, ...]:
     )
 
 
+@contextmanager
+def weights_in_one_burst(model: nn.Module) -> Iterator[None]:
+    """While training (no stored code loaded), compute every masked layer's effective weight of `model` at
+    once (`effective_weights`) for the forward pass run inside; none outlives it, whatever happens there."""
+    layers = masked_layers(model)
+    if all(layer.levels is None for layer in layers):
+        for layer, weight in zip(layers, effective_weights(layers), strict=True):
+            layer.precomputed = weight
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.precomputed = None
+
+
 def masked_layers(model: nn.Module) -> list[MaskedLayer]:
     """The masked layers in module order (the order of the level maps in a stream)."""
     return [m for m in model.modules() if isinstance(m, MaskedLayer)]
@@ -281,6 +299,11 @@ def level_maps(model: nn.Module) -> list[torch.Tensor]:
 def layer_alphas(model: nn.Module) -> torch.Tensor:
     """(layers, N) float32 alphas on the CPU, exactly as the forward pass uses them."""
     return torch.stack([layer.alphas().detach().cpu() for layer in masked_layers(model)])
+
+
+def layer_scales(model: nn.Module) -> list[float]:
+    """Each masked layer's scale constant c (its alphas at initialisation), in module order."""
+    return [layer.scale for layer in masked_layers(model)]
 
 
 def load_code(model: nn.Module, levels: list[torch.Tensor], alphas: torch.Tensor) -> None:

@@ -5,25 +5,18 @@ from __future__ import annotations
 import torch
 
 from methods.nerv_family.backbones.nerv import NeRVConfig, NeRVGenerator, parameter_shapes
-from methods.nerv_family.masks.layers import MaskFactory, effective_weights, masked_layers
+from methods.nerv_family.masks.layers import MaskFactory, weights_in_one_burst
 from methods.nerv_family.masks.settings import MaskSettings
 
 
 class MaskedNeRV(NeRVGenerator):
     """The NeRV generator with every weight layer masked. While training, each forward first computes all
-    layers' effective weights in one burst (`effective_weights`), then runs the network on them; once
+    layers' effective weights in one burst (`weights_in_one_burst`), then runs the network on them; once
     `load_code` has given the layers their stored levels, each layer applies its own."""
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        layers = masked_layers(self)
-        if all(layer.levels is None for layer in layers):
-            for layer, weight in zip(layers, effective_weights(layers), strict=True):
-                layer.precomputed = weight
-        try:
+        with weights_in_one_burst(self):
             return super().forward(t)
-        finally:
-            for layer in layers:  # none outlives this forward, whatever happened in it
-                layer.precomputed = None
 
 
 def build_generator(arch: NeRVConfig, settings: MaskSettings, seed: int) -> MaskedNeRV:
