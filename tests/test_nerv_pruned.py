@@ -42,8 +42,8 @@ def test_plan_sizes_the_network_for_the_target(target: float) -> None:
     assert arch.output_size == (180, 320)
     bits = predicted_bits(arch, config.sparsity, config.bits, 180, 320, 16)
     assert abs(bits / CPU_CLIP.pixels / target - 1) < 0.02
-    assert (config.sparsity, config.epochs, config.lr, config.target_bpp) == (0.4, 60, budget.lr, target)
-    assert config.epoch_split(config.epochs) == (48, 12)
+    assert (config.sparsity, config.epochs, config.lr, config.target_bpp) == (0.4, 150, budget.lr, target)
+    assert config.epoch_split(config.epochs) == (120, 30)  # 80 % dense, 20 % fine-tuning with the mask
 
 
 def test_prediction_charges_the_positions() -> None:
