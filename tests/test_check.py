@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from plugin_methods import installed_plugin
 
-from bench import registry
 from bench.cli import main
 
 SMOKE = ["--budget", "smoke", "--seq", "bunny", "--bpp", "0.5"]
@@ -68,18 +66,9 @@ def test_check_bites_on_a_degraded_method(
     results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bound = _psnr_of(results, "x264") - 1.0
-    plugin_dir = tmp_path / "plugins"
-    plugin_dir.mkdir()
-    (plugin_dir / "degraded_x264.py").write_text(textwrap.dedent(DEGRADED))
-    monkeypatch.syspath_prepend(str(plugin_dir))
-    monkeypatch.setenv("BENCH_PLUGINS", "degraded_x264")
-    registry.discover.cache_clear()
-    try:
-        degraded = tmp_path / "degraded"
+    degraded = tmp_path / "degraded"
+    with installed_plugin(tmp_path / "plugins", monkeypatch, "degraded_x264", DEGRADED):
         assert main(["run", "--methods", "x264", *SMOKE, "--results", str(degraded)]) == 0
-    finally:
-        registry.discover.cache_clear()
-        sys.modules.pop("degraded_x264", None)
     capsys.readouterr()
     assert main(["check", "--results", str(degraded), "--thresholds", str(_thresholds(tmp_path, bound))]) == 1
     out = capsys.readouterr().out

@@ -3,12 +3,11 @@ input fails CI: shown with a plugin that feeds nerv-dense a constant time."""
 
 from __future__ import annotations
 
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
+from plugin_methods import installed_plugin
 
 from bench import registry
 from bench.cli import main
@@ -95,19 +94,10 @@ def test_a_network_that_ignores_time_fails_ci(
     bound = _bound(
         "nerv-dense", 0.9
     )  # above the clip's mean frame (24.2 dB), which a constant time can learn
-    plugin_dir = tmp_path / "plugins"
-    plugin_dir.mkdir()
-    (plugin_dir / "constant_time_dense.py").write_text(textwrap.dedent(CONSTANT_TIME))
-    monkeypatch.syspath_prepend(str(plugin_dir))
-    monkeypatch.setenv("BENCH_PLUGINS", "constant_time_dense")
-    registry.discover.cache_clear()
     results = tmp_path / "results"
-    try:
+    with installed_plugin(tmp_path / "plugins", monkeypatch, "constant_time_dense", CONSTANT_TIME):
         assert main(["run", "--methods", "nerv-dense", "--seq", "bunny", "--budget", "ci", "--bpp", "0.9",
                      "--results", str(results)]) == 0  # fmt: skip
-    finally:
-        registry.discover.cache_clear()
-        sys.modules.pop("constant_time_dense", None)
     thresholds = tmp_path / "bound.yaml"
     thresholds.write_text(yaml.safe_dump({"bounds": [bound]}))
     capsys.readouterr()

@@ -17,7 +17,6 @@ import socket
 import struct
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -28,9 +27,10 @@ import numpy as np
 import py7zr
 import pytest
 from PIL import Image
+from plugin_methods import installed_plugin
 from tiny_sequence import FRAMES, HEIGHT, MEMBER, WIDTH, write_manifest
 
-from bench import registry, store
+from bench import store
 from bench.budgets import get_budget
 from bench.cli import main
 from bench.contract import Clip, SeqInfo
@@ -306,15 +306,8 @@ class NervDiverging(NeRVDense):
 
 @pytest.fixture
 def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "faulty_methods.py").write_text(textwrap.dedent(FAULTY_PLUGIN))
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setenv("BENCH_PLUGINS", "faulty_methods")
-    registry.discover.cache_clear()
-    yield
-    registry.discover.cache_clear()
-    sys.modules.pop("faulty_methods", None)
+    with installed_plugin(tmp_path / "plugins", monkeypatch, "faulty_methods", FAULTY_PLUGIN):
+        yield
 
 
 def _failures(results: Path) -> dict[str, dict]:
