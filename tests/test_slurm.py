@@ -80,10 +80,12 @@ def _running_task(array: str) -> str | None:
     return next((job for job, state in _squeue(array).items() if state == "RUNNING"), None)
 
 
-def _running_unrecorded(array: str, keys: list[str], results: Path) -> str | None:
+def _running_unrecorded(array: str, among: list[str], keys: list[str], results: Path) -> str | None:
+    """A task of the array that runs one of the jobs `among` and has not yet written its record."""
     for job, state in _squeue(array).items():
         index = int(job.split("_")[1]) if "_" in job else 0
-        if state == "RUNNING" and not store.is_finished(results, keys[index]):
+        key = keys[index]
+        if state == "RUNNING" and key in among and not store.is_finished(results, key):
             return job
     return None
 
@@ -92,19 +94,57 @@ def _no_job_left(array: str) -> bool:
     return not any(state in ACTIVE for state in _squeue(array).values())
 
 
-def test_grid_survives_scancel_of_a_running_job_and_a_rerun_loses_nothing(slurm, tmp_path: Path) -> None:
+SLOW_PLUGIN = """
+import time
+
+from methods.x264 import X264
+
+
+class X264Slow(X264):
+    '''x264 that waits before it codes: a job still running when the test cancels it.'''
+
+    name = "x264-slow"
+    version = "1-slow"
+
+    def fit(self, frames, config, ctx):
+        time.sleep(20)
+        return super().fit(frames, config, ctx)
+"""
+
+
+def _plugin_for_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str) -> None:
+    """`source` as a plugin module the Slurm jobs find too: they inherit PYTHONPATH and BENCH_PLUGINS."""
+    folder = tmp_path / "plugins"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{module}.py").write_text(textwrap.dedent(source))
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    monkeypatch.setenv("PYTHONPATH", path)
+    monkeypatch.setenv("BENCH_PLUGINS", module)
+
+
+@pytest.fixture
+def slow_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _plugin_for_slurm(tmp_path, monkeypatch, "slow_methods", SLOW_PLUGIN)
+
+
+def test_grid_survives_scancel_of_a_running_job_and_a_rerun_loses_nothing(
+    slurm, slow_method, tmp_path: Path
+) -> None:
     results = tmp_path / "res"
-    args = ["run", "--methods", "x264,x265", "--bpp", "0.3,0.8", *SMOKE, "--results", str(results)]
+    args = ["run", "--methods", "x264,x264-slow", "--bpp", "0.3,0.8", *SMOKE, "--results", str(results)]
     log = tmp_path / "run.log"
     dry = subprocess.run(_bench(*args, "--dry-run"), capture_output=True, text=True, check=True).stdout
-    keys = [line.split()[0] for line in dry.splitlines()[:-1]]  # array task i runs the grid's job i
+    lines = dry.splitlines()[:-1]
+    keys = [line.split()[0] for line in lines]  # array task i runs the grid's job i
+    slow = [key for key in keys if key.startswith("x264-slow-")]
+    assert len(slow) == 2, dry
     started = time.time()
     with log.open("w") as out:
         proc = subprocess.Popen(_bench(*args, "--slurm-array-parallelism", "1"), stdout=out, stderr=out)
     array = _array_of(proc, log)
-    # one job finished, a later one running and not yet recorded: cancel that one mid-run
+    # one job finished, a slow one running (it waits 20 s before it codes) and not yet recorded: cancel it
     _wait_for(lambda: len(_records(results)) >= 1, 120, "the first record")
-    victim = _wait_for(lambda: _running_unrecorded(array, keys, results), 60, "a later job running")
+    victim = _wait_for(lambda: _running_unrecorded(array, slow, keys, results), 120, "a slow job running")
     subprocess.run(["scancel", victim], check=True)
     assert proc.wait(timeout=300) == 1, log.read_text()  # a failed job: exit 1, the grid went on
     text = log.read_text()
@@ -269,14 +309,8 @@ class NervLong(NeRVDense):
 
 
 @pytest.fixture
-def long_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "long_methods.py").write_text(textwrap.dedent(LONG_PLUGIN))
-    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
-    monkeypatch.setenv("PYTHONPATH", path)  # the Slurm job inherits the environment
-    monkeypatch.setenv("BENCH_PLUGINS", "long_methods")
-    yield
+def long_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _plugin_for_slurm(tmp_path, monkeypatch, "long_methods", LONG_PLUGIN)
 
 
 def test_requeued_job_resumes_from_its_checkpoint(slurm, long_method, tmp_path: Path) -> None:
