@@ -4,7 +4,9 @@ A point part-way through a cosine schedule is not a shorter run (its learning ra
 point is judged against a *separate run* at half its epochs (an epochs grid, `--epochs 60,120,240`): it is
 "not converged" when that last doubling gained more than `GAIN_DB`. Without such a run its status is
 "unknown". The in-run curves (training-set PSNR at log-spaced epochs, recorded by the training loop) show
-the shape of each run beside the separate runs' decoded PSNR.
+the shape of each run beside the separate runs' decoded PSNR. Where a method has four or more separate
+runs, a fitted power law extrapolates its plateau (`fit_plateau`), so a ladder that stops short still says
+how far short.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from reports import figures
 from reports.points import Point
 
 GAIN_DB = 0.25  # a doubling of epochs that gains more than this leaves the point "not converged"
+PLATEAU_MIN_RUNS = 4  # the fit has three parameters: four runs leave it one degree of freedom
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,58 @@ class Convergence:
         if self.status == "unknown":
             return "unknown (no run at half the epochs)"
         return f"{self.status} ({self.gain:+.2f} dB from {self.half_epochs} epochs)"
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """PSNR(E) = psnr - a (E / E_first)^-b fitted to separate runs at E epochs (a >= 0, b > 0)."""
+
+    psnr: float  # the extrapolated plateau P (dB)
+    stderr: float | None  # P's standard error from the fit (None: the data do not constrain it)
+    below: float  # how far the longest run stops below P (dB)
+    runs: int
+
+    def text(self) -> str:
+        spread = f" ± {self.stderr:.2f}" if self.stderr is not None else " (unconstrained)"
+        return f"{self.psnr:.2f}{spread} dB, the longest run {self.below:.2f} dB below ({self.runs} runs)"
+
+
+def fit_plateau(epochs: Sequence[int], psnr: Sequence[float]) -> Plateau | None:
+    """The least-squares plateau of a ladder of separate runs; None below `PLATEAU_MIN_RUNS` runs.
+
+    For each exponent b on a fine grid, P and a are a linear least-squares solve; the best b wins. P's
+    standard error comes from the Jacobian of all three parameters at the optimum (residual variance on the
+    remaining degrees of freedom); a curve that has not bent yet leaves it large or undefined.
+    """
+    if len(epochs) < PLATEAU_MIN_RUNS or len(epochs) != len(psnr):
+        return None
+    order = np.argsort(np.asarray(epochs, dtype=float))
+    e = np.asarray(epochs, dtype=float)[order]
+    q = np.asarray(psnr, dtype=float)[order]
+    x = e / e[0]
+    best: tuple[float, float, float, float] | None = None  # (sse, P, a, b)
+    for b in np.geomspace(0.02, 5.0, 400):
+        design = np.stack([np.ones_like(x), -(x**-b)], axis=1)
+        (plateau, a), *_ = np.linalg.lstsq(design, q, rcond=None)
+        if a < 0:  # a falling curve: no plateau above it to extrapolate
+            continue
+        sse = float(np.sum((design @ np.array([plateau, a]) - q) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, float(plateau), float(a), float(b))
+    if best is None:
+        return None
+    sse, plateau, a, b = best
+    jacobian = np.stack([np.ones_like(x), -(x**-b), a * np.log(x) * x**-b], axis=1)
+    dof = len(x) - 3
+    stderr = None
+    if dof > 0:
+        try:
+            covariance = np.linalg.inv(jacobian.T @ jacobian) * (sse / dof)
+            if np.isfinite(covariance[0, 0]) and covariance[0, 0] >= 0:
+                stderr = float(np.sqrt(covariance[0, 0]))
+        except np.linalg.LinAlgError:
+            stderr = None
+    return Plateau(plateau, stderr, plateau - float(q[-1]), len(x))
 
 
 def _epochs(point: Point) -> int | None:
@@ -90,10 +147,13 @@ def convergence_views(
     marks = convergence(points)
     views = []
     for (sequence, target), members in sorted(groups.items()):
-        runs, curves = [], []
+        runs, curves, plateaus = [], [], []
         for label in figures.method_order({p.method for p in members}):
             mine = sorted((p for p in members if p.method == label), key=lambda p: _epochs(p) or 0)
             ladder = [(p, _epochs(p)) for p in mine if _epochs(p) and p.mean.get("psnr") is not None]
+            plateau = fit_plateau([e for _, e in ladder], [p.mean["psnr"] for p, _ in ladder])
+            if plateau is not None:
+                plateaus.append(f"{label} {plateau.text()}")
             runs.append(
                 figures.TrainingSeries(
                     label,
@@ -133,6 +193,10 @@ def convergence_views(
             )
         if unknown:
             caption.append(f"Convergence unknown (no run at half the epochs): {', '.join(unknown)}.")
+        if plateaus:
+            caption.append(
+                f"Extrapolated plateaus (P - a (E / E1)^-b fitted to the separate runs): {'; '.join(plateaus)}."
+            )
         views.append(
             ConvergenceView(
                 f"convergence-{start + len(views)}",

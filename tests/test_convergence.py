@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from record_factory import make_record
@@ -9,6 +10,7 @@ from record_factory import make_record
 from bench import store
 from bench.budgets import get_budget
 from reports.build import build_report
+from reports.convergence import fit_plateau
 
 
 def _run(
@@ -89,3 +91,27 @@ def test_every_trained_record_holds_its_in_run_curve(tmp_path: Path) -> None:
     assert curve["seconds"] == sorted(curve["seconds"]) and curve["train_psnr"][-1] > curve["train_psnr"][0]
     # ratios between kept epochs stay near sqrt(2): a log-spaced ladder
     assert all(b / a <= 2.0 for a, b in zip(epochs, epochs[1:], strict=False))
+
+
+def test_the_plateau_fit_recovers_a_known_power_law_and_refuses_what_it_cannot_fit() -> None:
+    epochs = [150, 500, 1000, 2000]
+    law = [30.0 - 6.0 * (e / 150) ** -0.7 for e in epochs]
+    plateau = fit_plateau(epochs, law)
+    assert plateau is not None and abs(plateau.psnr - 30.0) < 0.05 and plateau.stderr < 0.05
+    assert abs(plateau.below - (30.0 - law[-1])) < 0.05 and plateau.runs == 4
+    assert fit_plateau(epochs[:3], law[:3]) is None  # three parameters need a fourth run
+    assert fit_plateau(epochs, law[::-1]) is None  # a falling ladder has no plateau above it
+    unbent = fit_plateau(epochs, [20.0 + 2.0 * math.log(e) for e in epochs])  # still climbing as fast
+    assert unbent is not None and (unbent.stderr is None or unbent.stderr > 5.0)
+
+
+def test_the_caption_states_the_extrapolated_plateau_once_four_runs_exist(tmp_path: Path) -> None:
+    results = tmp_path / "res"
+    ladder = {10: 20.0, 20: 22.0, 40: 23.0}
+    for epochs, psnr in ladder.items():
+        _run(results, epochs, psnr)
+    assert "Extrapolated plateaus" not in build_report(results).read_text()
+    _run(results, 80, 23.5)
+    expected = fit_plateau([10, 20, 40, 80], [20.0, 22.0, 23.0, 23.5])
+    html = build_report(results).read_text()
+    assert f"nerv-dense {expected.text()}" in html
