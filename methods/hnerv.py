@@ -17,6 +17,7 @@ reference and what is simplified: docs/hnerv.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -59,6 +60,7 @@ from methods.nerv_family.hnerv_stream import (
 )
 from methods.nerv_family.training import TrainResult, with_budget_schedule
 
+MAX_ENCODER_LR = 10.0
 PLAN_BAND = 0.05  # predicted size within 5 % of the target; rate control lands the rest
 RATE_CONTROL_BAND = 0.25  # where no shape is that close: rate control's level count reaches 25 % either way
 SECTIONS = ("weights", "side", *EMBEDDING_SECTIONS)
@@ -93,10 +95,21 @@ class HNeRVMethodConfig:
     lr: float | None = None  # None: the budget's
     batch_size: int | None = None  # None: the budget's
     warmup: float = 0.2  # fraction of iterations of linear warm-up
+    encoder_lr: float = (
+        1.0  # the encoder's lr as a share of the decoder's (the reference: 1); 0 keeps it random
+    )
+
+    # a field added after streams and records existed: its default leaves every earlier key as it was
+    UNKEYED_DEFAULTS: ClassVar[tuple[str, ...]] = ("encoder_lr",)
 
     def __post_init__(self) -> None:
         for name in ("embed_grid", "strides_h", "strides_w"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if not (math.isfinite(self.encoder_lr) and 0 <= self.encoder_lr <= MAX_ENCODER_LR):
+            raise MethodError(
+                f"hnerv encoder_lr must be a share of the lr in [0, {MAX_ENCODER_LR:g}] (0 keeps the random "
+                f"encoder), got {self.encoder_lr!r}"
+            )
 
     def architecture(self) -> HNeRVConfig:
         if not (self.embed_grid and self.strides_h and self.strides_w):
@@ -181,7 +194,7 @@ class HNeRVMethod(NeRVFamilyMethod):
         arch = config.architecture()
         self.check_frame_size(arch.output_size, frames)
         model = self.seeded(lambda: HNeRVModel(arch), ctx.seed)
-        result = self.train_trained(model, frames, config, ctx)
+        result = self.train_trained(model, frames, config, ctx, params=encoder_groups(model, config, ctx))
         embeddings = embed_frames(model, frames, ctx.device)
         weights = {k: v.detach().to("cpu").contiguous() for k, v in model.decoder.named_parameters()}
         return HNeRVState(config, weights, embeddings, result)
@@ -231,6 +244,22 @@ class HNeRVMethod(NeRVFamilyMethod):
         if state.coding:
             out["coding"] = state.coding
         return out
+
+
+def encoder_groups(model: HNeRVModel, config: HNeRVMethodConfig, ctx: Context) -> list | None:
+    """Adam groups with the encoder at `encoder_lr` times the decoder's lr; None (one group) at the default.
+
+    At 0 the encoder stays as drawn: a random ConvNeXt whose embeddings keep the frames apart, which the
+    cpu budget's small decoders cannot otherwise learn to do (docs/hnerv.md)."""
+    if config.encoder_lr == 1.0:
+        return None
+    lr = config.lr or ctx.budget.lr
+    groups = [{"params": list(model.decoder.parameters()), "lr": lr}]
+    if config.encoder_lr > 0:
+        groups.append({"params": list(model.encoder.parameters()), "lr": lr * config.encoder_lr})
+    else:
+        model.encoder.requires_grad_(False)
+    return groups
 
 
 def render_decoder(

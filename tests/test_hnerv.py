@@ -192,3 +192,37 @@ def test_short_or_forged_embeddings_are_refused_in_one_line(fitted, smoke_clip: 
     arch = stream.header["arch"]
     for change in ({"embed_grid": [2, 1]}, {"embed_channels": 10**6}, {"strides_h": [3, 3, 2, 2]}):
         refused({**stream.header, "arch": {**arch, **change}}, stream.sections)
+
+
+def test_encoder_lr_zero_keeps_the_drawn_encoder_and_its_default_keeps_the_keys(
+    smoke_clip: Clip, tmp_path: Path
+) -> None:
+    from bench.identity import hyper_identity
+    from methods.hnerv import embed_frames
+
+    method = HNeRVMethod()
+    planned = dataclasses.replace(method.plan(smoke_clip, 0.5, get_budget("smoke")), epochs=4)
+    assert "encoder_lr" not in hyper_identity(planned)  # the default's records keep their keys
+    assert hyper_identity(dataclasses.replace(planned, encoder_lr=0.0))["encoder_lr"] == 0.0
+    drawn = method.seeded(lambda: HNeRVModel(planned.architecture()), 5)
+    untrained = embed_frames(drawn, smoke_clip.frames, "cpu")
+    states = {
+        share: method.fit(
+            smoke_clip.frames,
+            dataclasses.replace(planned, encoder_lr=share),
+            Context(tmp_path / str(share), get_budget("smoke"), seed=5),
+        )
+        for share in (0.0, 0.1)
+    }
+    assert torch.equal(states[0.0].embeddings, untrained)  # frozen: the random encoder's embeddings
+    assert not torch.equal(states[0.1].embeddings, untrained)  # a small share still trains it
+    assert states[0.0].result.steps == states[0.1].result.steps > 0
+
+
+@pytest.mark.parametrize("share", [-0.5, float("nan"), 11.0])
+def test_an_encoder_lr_outside_its_range_is_refused_in_one_line(share: float) -> None:
+    from methods.hnerv import HNeRVMethodConfig
+
+    with pytest.raises(MethodError) as exc:
+        HNeRVMethodConfig(encoder_lr=share)
+    assert "encoder_lr" in str(exc.value) and "\n" not in str(exc.value)

@@ -119,9 +119,12 @@ class NeRVFamilyMethod(Method):
         """The epoch count to train for: under a wall-clock limit the clock ends training, not the count."""
         return TIMED_EPOCHS if ctx.time_limit_s else epochs
 
-    def train_trained(self, model: Any, frames: np.ndarray, config: Any, ctx: Context) -> Any:
-        """Train a network whose every weight learns, with the config's schedule (epochs, lr, batch size,
-        loss, warm-up; None = the budget's): the fit of nerv-dense and hnerv."""
+    def train_trained(
+        self, model: Any, frames: np.ndarray, config: Any, ctx: Context, params: list | None = None
+    ) -> Any:
+        """Train a network whose weights learn, with the config's schedule (epochs, lr, batch size, loss,
+        warm-up; None = the budget's): the fit of nerv-dense and hnerv. `params`: Adam groups (default:
+        every weight at the config's lr)."""
         from methods.nerv_family.training import train
 
         return train(
@@ -133,6 +136,7 @@ class NeRVFamilyMethod(Method):
             batch_size=config.batch_size or ctx.budget.batch_size,
             loss=config.loss,
             warmup=config.warmup,
+            params=params,
             desc=self.name,
         )
 
