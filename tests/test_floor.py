@@ -14,8 +14,9 @@ from bench.cli import main
 
 CI_THRESHOLDS = Path(__file__).resolve().parents[1] / "thresholds" / "ci.yaml"
 ABOVE_THE_FLOOR = ("nerv-dense", "nerv-pruned", "hinerv")
-# measured below a still frame at the ci budget (thresholds/ci.yaml says by how much): their bounds cannot
-# lie above it; the test below fails once they do, so that this list is kept true
+# measured below a still frame at the ci budget, or (hnerv at 0.6 bpp) above it by less than the trained
+# margin (thresholds/ci.yaml says by how much): a bound of theirs lies below it; the test below fails once
+# none does, so that this list is kept true
 BELOW_THE_FLOOR = ("supermask-fixed", "supermask-learned", "hnerv")
 FLOOR = "still-frame"
 CODEC_MARGIN_DB = 0.5  # the still-frame bound is its measured PSNR minus this (see the file's header)

@@ -194,7 +194,7 @@ def test_short_or_forged_embeddings_are_refused_in_one_line(fitted, smoke_clip: 
         refused({**stream.header, "arch": {**arch, **change}}, stream.sections)
 
 
-def test_encoder_lr_zero_keeps_the_drawn_encoder_and_its_default_keeps_the_keys(
+def test_encoder_lr_zero_keeps_the_drawn_encoder_and_a_share_trains_it(
     smoke_clip: Clip, tmp_path: Path
 ) -> None:
     from bench.identity import hyper_identity
@@ -202,8 +202,7 @@ def test_encoder_lr_zero_keeps_the_drawn_encoder_and_its_default_keeps_the_keys(
 
     method = HNeRVMethod()
     planned = dataclasses.replace(method.plan(smoke_clip, 0.5, get_budget("smoke")), epochs=4)
-    assert "encoder_lr" not in hyper_identity(planned)  # the default's records keep their keys
-    assert hyper_identity(dataclasses.replace(planned, encoder_lr=0.0))["encoder_lr"] == 0.0
+    assert planned.encoder_lr == 0.1 and hyper_identity(planned)["encoder_lr"] == 0.1  # keyed like any field
     drawn = method.seeded(lambda: HNeRVModel(planned.architecture()), 5)
     untrained = embed_frames(drawn, smoke_clip.frames, "cpu")
     states = {
