@@ -45,9 +45,16 @@ class Plateau:
     below: float  # how far the longest run stops below P (dB)
     runs: int
 
+    @property
+    def constrained(self) -> bool:
+        """Whether the runs pin P down: its standard error under both 1 dB and the gap it extrapolates."""
+        return self.stderr is not None and self.stderr < max(1.0, abs(self.below))
+
     def text(self) -> str:
-        spread = f" ± {self.stderr:.2f}" if self.stderr is not None else " (unconstrained)"
-        return f"{self.psnr:.2f}{spread} dB, the longest run {self.below:.2f} dB below ({self.runs} runs)"
+        if not self.constrained:
+            spread = f" ± {self.stderr:.1f}" if self.stderr is not None else ""
+            return f"not pinned down by {self.runs} runs (fit {self.psnr:.1f}{spread} dB)"
+        return f"{self.psnr:.2f} ± {self.stderr:.2f} dB, the longest run {self.below:.2f} dB below ({self.runs} runs)"
 
 
 def fit_plateau(epochs: Sequence[int], psnr: Sequence[float]) -> Plateau | None:
