@@ -87,11 +87,11 @@ def fit_plateau(epochs: Sequence[int], psnr: Sequence[float]) -> Plateau | None:
     stderr = None
     if dof > 0:
         try:
-            covariance = np.linalg.inv(jacobian.T @ jacobian) * (sse / dof)
-            if np.isfinite(covariance[0, 0]) and covariance[0, 0] >= 0:
-                stderr = float(np.sqrt(covariance[0, 0]))
-        except np.linalg.LinAlgError:
-            stderr = None
+            variance = np.linalg.inv(jacobian.T @ jacobian)[0, 0] * (sse / dof)
+        except np.linalg.LinAlgError:  # the runs cannot tell the parameters apart
+            variance = np.nan
+        if np.isfinite(variance) and variance >= 0:
+            stderr = float(np.sqrt(variance))
     return Plateau(plateau, stderr, plateau - float(q[-1]), len(x))
 
 
