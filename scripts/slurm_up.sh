@@ -6,7 +6,8 @@
 # Otherwise it installs what is missing (apt-get), writes a munge key and /etc/slurm/slurm.conf for this host
 # (one node with this machine's CPUs and memory, one default partition `debug`, accounting off as on many
 # small clusters), starts munged, slurmctld and slurmd, and waits until the node takes jobs.
-# Needs root. Exit 0 when Slurm answers, non-zero with one line on stderr when it cannot be brought up.
+# Needs root. Exit 0 when Slurm answers; when it cannot be brought up (after one restart from a clean state),
+# non-zero with the reason and the logs' last lines on stderr.
 set -euo pipefail
 
 say() { echo "slurm_up: $*" >&2; }
@@ -49,7 +50,8 @@ chown munge:munge /etc/munge/munge.key
 chmod 400 /etc/munge/munge.key
 install -d -o munge -g munge -m 755 /run/munge /var/lib/munge /var/log/munge
 if ! pgrep -u munge -x munged >/dev/null 2>&1; then
-  su -s /bin/sh munge -c /usr/sbin/munged
+  # --force: a socket lock left by a munged that was killed (not stopped) must not keep the new one out
+  su -s /bin/sh munge -c '/usr/sbin/munged --force' || { say "munged would not start; see /var/log/munge/munged.log"; exit 1; }
 fi
 
 install -d /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /etc/slurm
@@ -90,29 +92,51 @@ else
   restart=0
 fi
 
-if [[ $restart -eq 1 ]]; then
-  for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
-    if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-      kill "$(cat "$pidfile")"
-      for _ in $(seq 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+# A daemon is known by its name, never by its pid file alone: after a restart of the machine the pid in a
+# left-over file can belong to an unrelated process, and trusting it would leave the daemon unstarted.
+running() { pgrep -x "$1" >/dev/null 2>&1; }
+stop() {
+  pkill -x "$1" 2>/dev/null || true
+  for _ in $(seq 50); do running "$1" || return 0; sleep 0.1; done
+  pkill -9 -x "$1" 2>/dev/null || true
+  for _ in $(seq 50); do running "$1" || return 0; sleep 0.1; done
+}
+start_daemons() {  # $@: extra slurmctld options
+  running slurmctld || /usr/sbin/slurmctld "$@"
+  running slurmd || /usr/sbin/slurmd
+}
+wait_ready() {  # $1: seconds
+  local deadline=$(( $(date +%s) + $1 ))
+  while (( $(date +%s) < deadline )); do
+    if node_ready; then
+      say "up: $(sinfo -h -N -o '%N %c CPUs %m MB %t' | head -n1)"
+      return 0
     fi
+    # a node left down or drained by an earlier run comes back once it is resumed
+    timeout 10 scontrol update NodeName="$host" State=RESUME >/dev/null 2>&1 || true
+    sleep 1
   done
-fi
-if ! { [[ -s /run/slurmctld.pid ]] && kill -0 "$(cat /run/slurmctld.pid)" 2>/dev/null; }; then
-  /usr/sbin/slurmctld
-fi
-if ! { [[ -s /run/slurmd.pid ]] && kill -0 "$(cat /run/slurmd.pid)" 2>/dev/null; }; then
-  /usr/sbin/slurmd
-fi
+  return 1
+}
 
-for _ in $(seq 60); do
-  if node_ready; then
-    say "up: $(sinfo -h -N -o '%N %c CPUs %m MB %t' | head -n1)"
-    exit 0
-  fi
-  # a node left down or drained by an earlier run comes back once it is resumed
-  scontrol update NodeName="$host" State=RESUME >/dev/null 2>&1 || true
-  sleep 1
+if [[ $restart -eq 1 ]]; then
+  stop slurmd
+  stop slurmctld
+fi
+start_daemons
+wait_ready 60 && exit 0
+
+# Second try from a clean slate: both daemons stopped, slurmctld started without its saved state (-c), so
+# jobs and node states an earlier run left behind cannot keep the node out.
+say "not ready after 60 s (node state: $(timeout 10 sinfo -h -N -o '%t %E' 2>/dev/null | head -n1 || echo 'no answer')); restarting both daemons from a clean state"
+stop slurmd
+stop slurmctld
+rm -f /run/slurmctld.pid /run/slurmd.pid
+start_daemons -c
+wait_ready 60 && exit 0
+
+say "Slurm did not come up within 120 s (node state: $(timeout 10 sinfo -h -N -o '%t %E' 2>/dev/null | head -n1 || echo 'no answer')); the logs' last lines follow"
+for log in /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log; do
+  [[ -f $log ]] && { echo "--- $log" >&2; tail -n 15 "$log" >&2; }
 done
-say "Slurm did not come up within 60 s; see /var/log/slurm/slurmctld.log and slurmd.log"
 exit 1
