@@ -141,6 +141,38 @@ def test_training_moves_encoder_and_decoder_masks_and_only_learned_moves_scales(
     assert moved == (method.scale_mode == "learned")
 
 
+def test_the_encoder_share_sets_its_groups_and_zero_keeps_the_drawn_encoder(
+    smoke_clip: Clip, tmp_path: Path
+) -> None:
+    method = SupermaskLearned(build_config(SupermaskLearned, HNERV))
+    planned = dataclasses.replace(method.plan(smoke_clip, 0.5, get_budget("smoke")), epochs=2)
+    assert not {"encoder_lr"} & set(hyper_identity(planned))  # unset: keyed as before the field existed
+    model = build_masked_hnerv(planned.hnerv_arch, planned.mask_settings("learned"), 3)
+    groups = supermask_hnerv.parameter_groups_split(
+        model, "learned", 1e-3, dataclasses.replace(planned, encoder_lr=0.25)
+    )
+    assert [g["lr"] for g in groups] == [1e-3, planned.alpha_lr, 2.5e-4, planned.alpha_lr * 0.25]
+    frozen = dataclasses.replace(planned, encoder_lr=0.0)
+    assert hyper_identity(frozen)["encoder_lr"] == 0.0  # set: keyed like any field
+    state = method.fit(smoke_clip.frames, frozen, Context(tmp_path, get_budget("smoke"), seed=3))
+    untrained = build_masked_hnerv(planned.hnerv_arch, state.settings, 3)
+    for part, moved in (("encoder", False), ("decoder", True)):
+        before, after = level_maps(getattr(untrained, part)), level_maps(getattr(state.model, part))
+        assert (sum(int((a != b).sum()) for a, b in zip(before, after, strict=True)) > 0) == moved, part
+
+
+@pytest.mark.parametrize(
+    ("params", "word"),
+    [((("encoder_lr", 0.1),), "backbone=hnerv only"), (HNERV + (("encoder_lr", -1.0),), "[0, 10]")],
+)
+def test_an_encoder_share_without_an_encoder_or_out_of_range_is_refused_in_one_line(
+    params, word: str
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        build_config(SupermaskFixed, params)
+    assert word in str(exc.value) and "\n" not in str(exc.value)
+
+
 def test_same_seed_and_config_give_identical_bytes(one, smoke_clip: Clip, tmp_path: Path) -> None:
     method, config, _, data, _ = one
     again = type(method)()  # the config, not the object, names the backbone

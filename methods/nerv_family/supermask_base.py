@@ -75,7 +75,7 @@ class SupermaskConfig:
     # Adam with NeRV's schedule; None: SCORE_LR_SHARE (SCORE_LR_SHARE_HNERV on HNeRV) x the budget's lr
     # (so `--lr` moves it too). The sweep's best on NeRV at the short budgets' 5e-3 was 3e-3: the fixed
     # variant needs it low, learned does not mind.
-    score_lr: float | None = None
+    score_lr: float | None = None  # None: SCORE_LR_SHARE (SCORE_LR_SHARE_HNERV on HNeRV) x the budget's lr
     alpha_lr: float = 1e-1  # learned scales only; relative to c (theta starts at 1, or 0 for "log")
     batch_size: int | None = None  # None: the budget's (cpu: 2, the sweep's best; 4 and 1 were worse)
     epochs: int | None = None  # None: the budget's
@@ -96,10 +96,11 @@ class SupermaskConfig:
     # The shape fields above are NeRV's; on HNeRV the base shape is hnerv's (the reference's Bunny model).
     backbone: Literal["nerv", "hnerv"] = "nerv"  # "nerv" or "hnerv" (masked encoder, coded embeddings)
     hnerv_arch: HNeRVConfig | None = None  # backbone hnerv: the sized HNeRV architecture (set by `plan`)
+    encoder_lr: float | None = None  # backbone hnerv: the encoder's score lr / the decoder's (None: default)
 
     # Fields added after job keys existed: left out of a key while they hold their default, so every
     # earlier key (and the default's) stays what it was (`bench.identity.hyper_identity`).
-    UNKEYED_DEFAULTS: ClassVar[tuple[str, ...]] = ("backbone", "hnerv_arch")
+    UNKEYED_DEFAULTS: ClassVar[tuple[str, ...]] = ("backbone", "hnerv_arch", "encoder_lr")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "densities", tuple(float(k) for k in self.densities))
@@ -107,6 +108,15 @@ class SupermaskConfig:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone '{self.backbone}' is not one of {', '.join(BACKBONES)}")
+        if self.encoder_lr is not None:
+            top = supermask_hnerv.MAX_ENCODER_LR
+            if self.backbone != "hnerv":
+                raise ValueError("encoder_lr applies to backbone=hnerv only (NeRV has no encoder); drop it")
+            if not (math.isfinite(self.encoder_lr) and 0 <= self.encoder_lr <= top):
+                raise ValueError(
+                    f"encoder_lr must be a share of the decoder's lr in [0, {top:g}] (0 keeps the "
+                    f"encoder's random masks), got {self.encoder_lr!r}"
+                )
 
     def architecture(self) -> NeRVConfig:
         return architecture_of(self)
@@ -275,7 +285,10 @@ class SupermaskMethod(NeRVFamilyMethod):
     ) -> TrainResult:
         """Train the scores (and learned scales) of every masked layer of `model`, the weights untouched."""
         score_lr = config.score_lr_at(ctx.budget.lr)
-        groups = parameter_groups(model, self.scale_mode, score_lr, config.alpha_lr)
+        if config.backbone == "hnerv":
+            groups = supermask_hnerv.parameter_groups_split(model, self.scale_mode, score_lr, config)
+        else:
+            groups = parameter_groups(model, self.scale_mode, score_lr, config.alpha_lr)
         return train(
             model,
             frames,

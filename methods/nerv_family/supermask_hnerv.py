@@ -40,8 +40,15 @@ from methods.nerv_family.hnerv_stream import (
     with_grid,
 )
 from methods.nerv_family.masks import level_code
-from methods.nerv_family.masks.layers import layer_alphas, layer_scales, level_maps, load_code
+from methods.nerv_family.masks.layers import (
+    layer_alphas,
+    layer_scales,
+    level_maps,
+    load_code,
+    parameter_groups,
+)
 from methods.nerv_family.masks.masked_hnerv import (
+    MaskedHNeRV,
     build_masked_decoder,
     build_masked_hnerv,
     decoder_mask_shapes,
@@ -57,6 +64,12 @@ EMBED_LEVELS = (1 << EMBED_BITS) - 1
 BASE = HNeRVConfig()  # the base shape: the reference's Bunny model (C0 68, lower width 12, 16 channels)
 # Where no shape is predicted within SIZE_AIM: the nearest within half the contract's tolerance.
 FALLBACK_BAND = RATE_TOLERANCE / 2
+
+
+# The masked encoder's scores (and scales) train at this share of the decoder's lr, as hnerv's encoder does
+# (`methods.hnerv.ENCODER_LR_SHARE`); at a share of 1 the embeddings ended (nearly) alike for every frame.
+ENCODER_LR_SHARE_MASKED = 1.0
+MAX_ENCODER_LR = 10.0
 
 
 def architecture(config: SupermaskConfig) -> HNeRVConfig:
@@ -149,6 +162,21 @@ def fit(method: SupermaskMethod, frames: np.ndarray, config: SupermaskConfig, ct
         result,
         embeddings=embeddings,
     )
+
+
+def parameter_groups_split(
+    model: MaskedHNeRV, scale_mode: str, score_lr: float, config: SupermaskConfig
+) -> list[dict[str, Any]]:
+    """Adam groups: the decoder's scores (and scales) at `score_lr`, the encoder's at its share of it (none
+    at a share of 0: the encoder's random masks stay as initialised)."""
+    share = ENCODER_LR_SHARE_MASKED if config.encoder_lr is None else config.encoder_lr
+    groups = parameter_groups(model.decoder, scale_mode, score_lr, config.alpha_lr)
+    if share > 0:
+        groups += parameter_groups(model.encoder, scale_mode, score_lr * share, config.alpha_lr * share)
+    else:
+        for param in model.encoder.parameters():
+            param.requires_grad_(False)
+    return groups
 
 
 def render_code(
