@@ -146,7 +146,9 @@ def test_the_encoder_share_sets_its_groups_and_zero_keeps_the_drawn_encoder(
 ) -> None:
     method = SupermaskLearned(build_config(SupermaskLearned, HNERV))
     planned = dataclasses.replace(method.plan(smoke_clip, 0.5, get_budget("smoke")), epochs=2)
-    assert not {"encoder_lr"} & set(hyper_identity(planned))  # unset: keyed as before the field existed
+    assert planned.encoder_lr == supermask_hnerv.ENCODER_LR_SHARE_MASKED  # resolved, so the share is keyed
+    assert hyper_identity(planned)["encoder_lr"] == 0.1
+    assert "encoder_lr" not in hyper_identity(SupermaskLearned.default_config())  # NeRV: keyed as before
     model = build_masked_hnerv(planned.hnerv_arch, planned.mask_settings("learned"), 3)
     groups = supermask_hnerv.parameter_groups_split(
         model, "learned", 1e-3, dataclasses.replace(planned, encoder_lr=0.25)

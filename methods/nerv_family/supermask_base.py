@@ -96,7 +96,7 @@ class SupermaskConfig:
     # The shape fields above are NeRV's; on HNeRV the base shape is hnerv's (the reference's Bunny model).
     backbone: Literal["nerv", "hnerv"] = "nerv"  # "nerv" or "hnerv" (masked encoder, coded embeddings)
     hnerv_arch: HNeRVConfig | None = None  # backbone hnerv: the sized HNeRV architecture (set by `plan`)
-    encoder_lr: float | None = None  # backbone hnerv: the encoder's score lr / the decoder's (None: default)
+    encoder_lr: float | None = None  # backbone hnerv: encoder score lr / decoder's (unset: 0.1 on hnerv)
 
     # Fields added after job keys existed: left out of a key while they hold their default, so every
     # earlier key (and the default's) stays what it was (`bench.identity.hyper_identity`).
@@ -108,6 +108,9 @@ class SupermaskConfig:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone '{self.backbone}' is not one of {', '.join(BACKBONES)}")
+        if self.backbone == "hnerv" and self.encoder_lr is None:
+            # resolved here, not at fit: the share is then in the job key, so a changed default is a new job
+            object.__setattr__(self, "encoder_lr", supermask_hnerv.ENCODER_LR_SHARE_MASKED)
         if self.encoder_lr is not None:
             top = supermask_hnerv.MAX_ENCODER_LR
             if self.backbone != "hnerv":
