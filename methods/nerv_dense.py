@@ -56,7 +56,7 @@ class NeRVDenseConfig(NeRVShape):
 
     The base shape (`NeRVShape`): on 16 Bunny frames at 180x320 and 0.1 bpp (300 epochs, lr 1e-2) it gave
     25.2 dB against 23.3 dB for NeRV-S's own proportions (lower width 96, no stem cap); "mse" beat NeRV's
-    L1 + SSIM loss there by 2.1 dB of PSNR (23.3 vs 21.2 dB).
+    L1 + SSIM loss there by 2.1 dB of PSNR (23.3 vs 21.2 dB); docs/loss.md compares both for every method.
     """
 
     bits: int = 8  # nominal quantization bits (NeRV: 8); the plan's size model assumes them

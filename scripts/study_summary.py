@@ -18,7 +18,15 @@ import pandas as pd
 
 from bench.store import load_results
 
-PAIRS = (("supermask-learned", "supermask-fixed"), ("supermask-learned", "nerv-dense"))
+LEARNED_H, FIXED_H = "supermask-learned[backbone=hnerv]", "supermask-fixed[backbone=hnerv]"
+# the pairs printed where both sides have records: the NeRV study's and the HNeRV backbone's
+PAIRS = (
+    ("supermask-learned", "supermask-fixed"),
+    ("supermask-learned", "nerv-dense"),
+    (LEARNED_H, FIXED_H),
+    (LEARNED_H, "hnerv"),
+    (FIXED_H, "hnerv"),
+)
 
 
 def load(results: Path) -> pd.DataFrame:
