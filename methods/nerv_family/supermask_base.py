@@ -72,9 +72,8 @@ class SupermaskConfig:
     weight_init: str = "signed"  # "signed": sign(w0) * c; "normal": w0 * c with w0 ~ N(0, 1)
     scale_rule: str = "variance"  # sqrt(2 / fan_in) / sqrt(E[lambda^2]); "okoshi": sqrt(2 / (fan_in k_1))
     alpha_param: str = "direct"  # learned scales: alpha = c * theta ("direct") or c * exp(theta) ("log")
-    # Adam with NeRV's schedule; None: SCORE_LR_SHARE (SCORE_LR_SHARE_HNERV on HNeRV) x the budget's lr
-    # (so `--lr` moves it too). The sweep's best on NeRV at the short budgets' 5e-3 was 3e-3: the fixed
-    # variant needs it low, learned does not mind.
+    # Adam with NeRV's schedule; the share follows the budget's lr, so `--lr` moves it too. The sweep's best
+    # on NeRV at the short budgets' 5e-3 was 3e-3: the fixed variant needs it low, learned does not mind.
     score_lr: float | None = None  # None: SCORE_LR_SHARE (SCORE_LR_SHARE_HNERV on HNeRV) x the budget's lr
     alpha_lr: float = 1e-1  # learned scales only; relative to c (theta starts at 1, or 0 for "log")
     batch_size: int | None = None  # None: the budget's (cpu: 2, the sweep's best; 4 and 1 were worse)

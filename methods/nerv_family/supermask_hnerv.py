@@ -169,8 +169,8 @@ def parameter_groups_split(
     model: MaskedHNeRV, scale_mode: str, score_lr: float, config: SupermaskConfig
 ) -> list[dict[str, Any]]:
     """Adam groups: the decoder's scores (and scales) at `score_lr`, the encoder's at its share of it (none
-    at a share of 0: the encoder's random masks stay as initialised)."""
-    share = ENCODER_LR_SHARE_MASKED if config.encoder_lr is None else config.encoder_lr
+    at a share of 0: the encoder's random masks stay as initialised). The config resolves the share on HNeRV."""
+    share = float(config.encoder_lr)  # type: ignore[arg-type]
     groups = parameter_groups(model.decoder, scale_mode, score_lr, config.alpha_lr)
     if share > 0:
         groups += parameter_groups(model.encoder, scale_mode, score_lr * share, config.alpha_lr * share)
