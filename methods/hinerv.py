@@ -216,6 +216,7 @@ class Compressing(nn.Module):
         for i, name in enumerate(self.names):
             self.register_buffer(f"mask{i}", masks[name].to(torch.float32))
         self.patches_per_frame = model.patches_per_frame
+        self.bf16_on_cpu = model.bf16_on_cpu
 
     def batch_input(self, times: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         return self.model.batch_input(times, frames)

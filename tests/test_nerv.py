@@ -280,6 +280,18 @@ def test_precision_auto_picks_bf16_only_where_the_device_has_it() -> None:
     assert resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision must be one of fp32, tf32, bf16, auto, got 'fp16'"):
         resolve_precision("fp16", cpu)
+    # a backbone that bf16 slows down on a CPU trains in fp32 under "auto", and in bf16 only when asked
+    assert resolve_precision("auto", cpu, bf16_on_cpu=False) == "fp32"
+    assert resolve_precision("bf16", cpu, bf16_on_cpu=False) == "bf16"
+
+
+def test_a_backbone_that_opts_out_of_cpu_bf16_trains_in_fp32_under_auto(
+    smoke_clip: Clip, smoke_ctx: Context
+) -> None:
+    model = _model()
+    model.bf16_on_cpu = False
+    result = train(model, smoke_clip.frames, smoke_ctx, epochs=1, lr=1e-2, batch_size=2, precision="auto")
+    assert result.precision == "fp32"
 
 
 def test_time_limit_stops_training(smoke_clip: Clip, smoke_ctx: Context) -> None:

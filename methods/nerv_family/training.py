@@ -55,6 +55,8 @@ class Backbone(Protocol):
     A network trained on patches (HiNeRV) also has `patches_per_frame` (> 1) and
     `patch_batch(frame_index, patch_index, frames) -> (input, target patches)`: the loop's samples are then
     the clip's patches, each visited once per epoch, and its loss and PSNR are per patch.
+    A backbone whose CPU step bf16 autocast makes slower sets `bf16_on_cpu = False`: "auto" then trains it
+    in fp32 on a CPU.
     """
 
     def batch_input(self, times: torch.Tensor, frames: torch.Tensor) -> torch.Tensor: ...
@@ -124,12 +126,15 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, bf16_on_cpu: bool = True) -> str:
     """ "fp32", "tf32" or "bf16" for a requested precision; "auto" is bf16 only where the device has it
-    natively; "tf32" (fp32 tensors, TF32 matrix units) exists on CUDA only and is fp32 elsewhere."""
+    natively (and, on a CPU, only for a backbone that `bf16_on_cpu` says gains from it); "tf32" (fp32
+    tensors, TF32 matrix units) exists on CUDA only and is fp32 elsewhere."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if precision == "auto":
+        if device.type == "cpu" and not bf16_on_cpu:
+            return "fp32"
         return "bf16" if native_bf16(device) else "fp32"
     if precision == "tf32" and device.type != "cuda":
         return "fp32"
@@ -271,7 +276,9 @@ def train(
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got '{loss}'")
     device = torch.device(ctx.device)
-    mixed = resolve_precision(precision or ctx.budget.precision, device)
+    mixed = resolve_precision(
+        precision or ctx.budget.precision, device, bool(getattr(model, "bf16_on_cpu", True))
+    )
     set_tf32(device, mixed)
     limit = time_limit_s if time_limit_s is not None else ctx.time_limit_s
     per_frame = int(getattr(model, "patches_per_frame", 1))  # samples per frame: patches, or whole frames

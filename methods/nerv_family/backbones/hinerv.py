@@ -261,6 +261,12 @@ class LocalEncoding(nn.Module):
         return self.linear(torch.cat(parts, dim=-1))
 
 
+def _layer_norm(x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over channels (no affine) in float32: under bf16 autocast the convolutions hand it bf16
+    maps, on which the CPU kernel ran 2-2.5x slower than on float32 (docs/performance.md)."""
+    return F.layer_norm(x.float(), x.shape[-1:], eps=LN_EPS)
+
+
 class ConvNeXtBlock(nn.Module):
     """The reference's ConvNeXt block on NHWC maps: depth-wise conv, LayerNorm, Linear, GELU, Linear."""
 
@@ -273,7 +279,7 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         y = self.dconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        y = F.layer_norm(y, y.shape[-1:], eps=LN_EPS)
+        y = _layer_norm(y)
         y = self.fc2(F.gelu(self.fc1(y)))
         if mask is not None:
             y = y * mask
@@ -306,20 +312,28 @@ def _upsample_taps(out_pos: torch.Tensor, scale: int, full_in: int, in_start: to
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x (B, H, W, C) at per-sample rows index (B, n) -> (B, n, W, C)."""
-    return x[torch.arange(x.shape[0], device=x.device)[:, None], index]
+    """x (B, H, W, C) at per-sample rows index (B, n) -> (B, n, W, C).
+
+    `torch.gather` with a broadcast index, not advanced indexing: the same values, but its backward is a
+    scatter-add that runs 2.5-9x faster on the CPU than advanced indexing's accumulating `index_put_`
+    (docs/performance.md)."""
+    b, _, w, c = x.shape
+    return torch.gather(x, 1, index[:, :, None, None].expand(b, index.shape[1], w, c))
 
 
 def _gather_cols(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x (B, H, W, C) at per-sample columns index (B, n) -> (B, H, n, C)."""
-    b = torch.arange(x.shape[0], device=x.device)[:, None, None]
-    rows = torch.arange(x.shape[1], device=x.device)[None, :, None]
-    return x[b, rows, index[:, None, :]]
+    b, h, _, c = x.shape
+    return torch.gather(x, 2, index[:, None, :, None].expand(b, h, index.shape[1], c))
 
 
 class HiNeRV(nn.Module):
     """The HiNeRV network. Input: (B, 3) int64 rows (frame, row, column) of each patch's top-left output
     pixel; output: (B, 3, ph, pw) in [0, 1], where `patch` is (ph, pw) (default: the whole frame)."""
+
+    # Its step is gathers, LayerNorms and small matrices: bf16 autocast made it ~1.1x slower on a CPU with
+    # native bf16 (docs/performance.md), so the budgets' "auto" trains it in fp32 there.
+    bf16_on_cpu = False
 
     def __init__(self, arch: HiNeRVConfig, patch: tuple[int, int] | None = None) -> None:
         super().__init__()
@@ -412,7 +426,7 @@ class HiNeRV(nn.Module):
             out_full = (full[0] * s, full[1] * s)
             rows = self._positions(y0, self.rows.stages[i], ratio)
             cols = self._positions(x0, self.cols.stages[i], ratio)
-            x = F.layer_norm(x, x.shape[-1:], eps=LN_EPS)
+            x = _layer_norm(x)
             r0, r1, wr = _upsample_taps(rows, s, full[0], in_rows[:, 0], in_rows.shape[1])
             x = _gather_rows(x, r0) * (1 - wr)[:, :, None, None] + _gather_rows(x, r1) * wr[:, :, None, None]
             c0, c1, wc = _upsample_taps(cols, s, full[1], in_cols[:, 0], in_cols.shape[1])
