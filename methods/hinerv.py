@@ -263,7 +263,7 @@ def _shaped(
 
 class HiNeRVMethod(NeRVFamilyMethod):
     name = "hinerv"
-    version = "1"
+    version = "2"  # 2: gathers by torch.gather, LayerNorm in float32, fp32 on CPUs: its bytes changed
     description = (
         "HiNeRV: temporal feature grids, hierarchical local encodings, bilinear ConvNeXt stages, patch training;"
         " pruned, quantization-aware fine-tuned, weights and mask range coded"

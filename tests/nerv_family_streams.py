@@ -9,6 +9,12 @@ Training runs on one thread, on the AVX2 kernels, in a process of its own (`PINN
 reductions may order sums by thread count, and its AVX-512 kernels round differently from its AVX2 ones
 (a supermask's scores then cross a threshold elsewhere), which would make the bytes depend on the machine
 rather than on the code. The environment has to be set before torch starts, hence the process.
+
+Even under that pin, a CPU with AVX-512 FP16 and AMX (a Sapphire Rapids class Xeon) wrote different
+supermask and hinerv bytes from an AVX2-only EPYC, at the same commit (MKL's and numpy's kernel choices
+pinned to AVX2 as well did not close it). So the references are kept per CPU class (`cpu_class`), each
+folder with the method versions it was written at (`versions.json`): a class without a reference, or whose
+reference predates the method's version, is skipped with how to regenerate it on such a machine.
 """
 
 from __future__ import annotations
@@ -33,11 +39,37 @@ SEED = 7
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
 
 
-def has_avx2() -> bool:
+def _cpu_flags() -> set[str]:
     try:
-        return " avx2" in Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def has_avx2() -> bool:
+    return "avx2" in _cpu_flags()
+
+
+def cpu_class() -> str:
+    """The class of CPU whose kernels wrote a reference: 'avx512-amx', 'avx512' or 'avx2'."""
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        return "avx512-amx" if "amx_tile" in flags else "avx512"
+    return "avx2"
+
+
+def class_folder(name: str | None = None) -> Path:
+    return FOLDER / (name or cpu_class())
+
+
+def reference_versions(folder: Path) -> dict[str, str]:
+    """name -> method version each reference stream in `folder` was written at ({} when none)."""
+    path = folder / "versions.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def streams_in_pinned_process(folder: Path) -> None:
@@ -88,11 +120,15 @@ def write_streams(folder: Path) -> None:
 
 
 def main() -> None:
-    """`--out DIR`: the streams into DIR (run with `PINNED_ENV`); no arguments: regenerate the references."""
+    """`--out DIR`: the streams into DIR (run with `PINNED_ENV`); no arguments: regenerate this CPU class's
+    references (and the pinned default configs)."""
     if sys.argv[1:2] == ["--out"]:
         write_streams(Path(sys.argv[2]))
         return
-    streams_in_pinned_process(FOLDER)
+    folder = class_folder()
+    streams_in_pinned_process(folder)
+    versions = {name: registry.get(name).version for name in METHODS}
+    (folder / "versions.json").write_text(json.dumps(versions, indent=1, sort_keys=True) + "\n")
     (FOLDER / "default_configs.json").write_text(
         json.dumps(default_configs(), indent=1, sort_keys=True) + "\n"
     )
