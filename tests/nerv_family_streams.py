@@ -11,8 +11,8 @@ reductions may order sums by thread count, and its AVX-512 kernels round differe
 rather than on the code. The environment has to be set before torch starts, hence the process.
 
 Even under that pin, a CPU with AVX-512 FP16 and AMX (a Sapphire Rapids class Xeon) wrote different
-supermask and hinerv bytes from an AVX2-only EPYC, at the same commit (MKL's and numpy's kernel choices
-pinned to AVX2 as well did not close it). So the references are kept per CPU class (`cpu_class`), each
+supermask and hinerv bytes from an AVX2-only EPYC, at the same commit (MKL pinned to AVX2, OpenBLAS to
+Haswell and numpy's AVX-512 dispatch targets disabled as well did not close it). So the references are kept per CPU class (`cpu_class`), each
 folder with the method versions it was written at (`versions.json`): a class without a reference, or whose
 reference predates the method's version, is skipped with how to regenerate it on such a machine.
 """
@@ -62,8 +62,9 @@ def cpu_class() -> str:
     return "avx2"
 
 
-def class_folder(name: str | None = None) -> Path:
-    return FOLDER / (name or cpu_class())
+def class_folder() -> Path:
+    """Where this CPU class's reference streams and their versions lie."""
+    return FOLDER / cpu_class()
 
 
 def reference_versions(folder: Path) -> dict[str, str]:
