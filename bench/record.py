@@ -100,6 +100,12 @@ class Record:
         kept = {k: v for k, v in self.budget_overrides.items() if k in FRAME_FIELDS}
         return budget_label(self.budget_name, kept)
 
+    def budget_label_except(self, field: str) -> str:
+        """The budget label without one override: what runs along an axis of that field share."""
+        from bench.budgets import budget_label
+
+        return budget_label(self.budget_name, {k: v for k, v in self.budget_overrides.items() if k != field})
+
     @property
     def label(self) -> str:
         """The method as curves and tables name it: `method[param=value,...]` when run with non-defaults."""

@@ -22,6 +22,7 @@ from reports.bd import bd_rows, choose_anchor
 from reports.convergence import convergence, convergence_views
 from reports.gallery import build_galleries
 from reports.points import RECORDED_METRICS, fold_points
+from reports.scaling import scaling_views
 from reports.tables import (
     bd_table,
     budget_rows,
@@ -142,6 +143,7 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR, m
         "rows": table_rows(points, visible_columns(points)),
         "galleries": build_galleries(points),
         "convergence_views": convergence_views(points, styles),
+        "scaling_views": scaling_views(points, styles),
         "failures": failure_rows(failed, loaded.rejected),
         "provenance": provenance_summary(finished + failed),
         "budgets": budget_rows(finished + failed),

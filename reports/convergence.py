@@ -146,14 +146,15 @@ class ConvergenceView:
 def convergence_views(
     points: Sequence[Point], styles: dict[str, figures.Style], start: int = 0
 ) -> list[ConvergenceView]:
-    """A figure per (sequence, target) that has trained points: an epochs ladder and/or in-run curves."""
-    groups: dict[tuple[str, float], list[Point]] = defaultdict(list)
+    """A figure per (sequence, target, budget but for the epochs) that has trained points: an epochs ladder
+    and/or in-run curves. Runs on other clips (another size or frame count) get figures of their own."""
+    groups: dict[tuple[str, float, str], list[Point]] = defaultdict(list)
     for p in points:
         if p.match == "epochs" and p.records:
-            groups[(p.sequence, p.target_bpp)].append(p)
+            groups[(p.sequence, p.target_bpp, p.records[0].budget_label_except("epochs"))].append(p)
     marks = convergence(points)
     views = []
-    for (sequence, target), members in sorted(groups.items()):
+    for (sequence, target, ladder), members in sorted(groups.items()):
         runs, curves, plateaus = [], [], []
         for label in figures.method_order({p.method for p in members}):
             mine = sorted((p for p in members if p.method == label), key=lambda p: _epochs(p) or 0)
@@ -207,7 +208,7 @@ def convergence_views(
         views.append(
             ConvergenceView(
                 f"convergence-{start + len(views)}",
-                f"{sequence} · {target:g} bpp",
+                f"{sequence} · {target:g} bpp · {ladder}",
                 figures.svg_data_uri(figures.training_figure(runs, curves)),
                 caption,
             )

@@ -140,9 +140,7 @@ def rd_figure(
                 fontsize=10,
             )
         fig.subplots_adjust(wspace=0.3)
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-    return buffer.getvalue()
+        return _svg_text(fig)
 
 
 def _has(series: Sequence[Series], metric: str) -> bool:
@@ -200,14 +198,12 @@ def _format_axis(ax, metric: str, log_x: bool) -> None:
 
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel({**METRIC_AXES, **EXTRA_AXES}.get(metric, metric))
-    ax.grid(True, which="major", color="#dddddd", linewidth=0.8)
+    _tidy_axis(ax)
     if log_x:
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
 
 
 def _legend_entries(axes, order: Sequence[str]) -> tuple[list, list[str]]:
@@ -263,16 +259,12 @@ def training_figure(runs: Sequence[TrainingSeries], curves: Sequence[TrainingSer
             ax.set_xscale("log")
             ax.set_xlabel("training epochs" if axis == "epochs" else "training seconds")
             ax.set_ylabel("PSNR (dB) ↑")
-            ax.grid(True, which="major", color="#dddddd", linewidth=0.8)
-            for side in ("top", "right"):
-                ax.spines[side].set_visible(False)
+            _tidy_axis(ax)
         handles, labels = _legend_entries(axes, [r.label for r in runs])
         if handles:
             fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, ncol=4)
         fig.subplots_adjust(wspace=0.3)
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-    return buffer.getvalue()
+        return _svg_text(fig)
 
 
 def speed_figure(
@@ -303,11 +295,64 @@ def speed_figure(
         ax.set_xscale("log")
         ax.set_xlabel("decoded frames per second (this machine)")
         ax.set_ylabel({**METRIC_AXES, **EXTRA_AXES}.get(metric, metric))
-        ax.grid(True, which="major", color="#dddddd", linewidth=0.8)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+        _tidy_axis(ax)
+        return _svg_text(fig)
+
+
+@dataclass
+class GapSeries:
+    """A method's PSNR gap to an anchor against the anchor's weights, with each point's interval."""
+
+    label: str
+    style: Style
+    weights: list[float]
+    gap: list[float]
+    low: list[float]
+    high: list[float]
+
+
+def gap_figure(series: Sequence[GapSeries], anchor: str) -> str:
+    """SVG of each method's gap to `anchor` (dB) against the anchor's weights (log x), zero marked."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "nerv-bench", "font.size": 10}):
+        fig = Figure(figsize=(4.6, 3.1))
+        ax = fig.subplots()
+        ax.axhline(0.0, color="#888888", linewidth=0.8)
+        for s in series:
+            below = [g - lo for g, lo in zip(s.gap, s.low, strict=True)]
+            above = [hi - g for g, hi in zip(s.gap, s.high, strict=True)]
+            ax.errorbar(
+                s.weights,
+                s.gap,
+                yerr=[below, above],
+                color=s.style.colour,
+                marker=s.style.marker,
+                linewidth=1.6,
+                markersize=6,
+                capsize=3,
+                label=s.label,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel(f"weights of {anchor}")
+        ax.set_ylabel(f"PSNR minus {anchor}'s (dB)")
+        _tidy_axis(ax)
+        if series:
+            ax.legend(frameon=False, loc="best")
+        return _svg_text(fig)
+
+
+def _tidy_axis(ax) -> None:
+    ax.grid(True, which="major", color="#dddddd", linewidth=0.8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _svg_text(fig) -> str:
+    """The figure as SVG text, reproducible (no date; the hash salt is fixed by each figure's rc_context)."""
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     return buffer.getvalue()
 
 

@@ -223,6 +223,26 @@ def summary_markdown(context: dict[str, Any]) -> str:
                 )
                 + " |"
             )
+    if context["scaling_views"]:
+        lines += ["", "## Gap against network size", ""]
+        lines += [
+            "| view | method | size | weights | seeds | gap (dB) | interval (dB) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for view in context["scaling_views"]:
+            for trend in view.trends:
+                for g in trend.gaps:
+                    cells = (
+                        view.title,
+                        trend.method,
+                        g.size,
+                        f"{g.weights:,.0f}",
+                        ", ".join(map(str, g.seeds)),
+                        f"{g.mean:+.2f}",
+                        f"{g.low:+.2f} to {g.high:+.2f}",
+                    )
+                    lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+        lines += [""] + [f"- {_md(t.text())}" for view in context["scaling_views"] for t in view.trends]
     if context["failures"]:
         lines += [
             "",

@@ -1,0 +1,188 @@
+"""Does a gap close as the networks grow? Paired differences against a trained anchor across clip sizes.
+
+At a fixed bpp a larger clip gets a larger network, so runs that differ only in the clip's size
+(`--resize 72x128,144x256,180x320`) at the same sequence, rate, epochs and protocol form a family. At every
+size where a method and the anchor (nerv-dense) share seeds, their per-seed PSNR differences give a mean
+and a two-sided interval (the claims' t interval, `bench.check.claim_bound`). A least-squares line through
+all the paired differences against log10(weights) then says how the gap moves per decade of weights,
+with its interval: narrows, widens, or no trend these sizes can tell.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.check import CONFIDENCE, claim_bound
+from reports import figures
+from reports.points import Point
+
+ANCHOR = "nerv-dense"
+MIN_SIZES = 3  # a trend needs three sizes at least
+
+
+@dataclass(frozen=True)
+class GapAtSize:
+    """method - anchor at one clip size: the per-seed differences' mean and two-sided interval."""
+
+    size: str  # HEIGHTxWIDTH of the coded frames
+    weights: float  # the anchor's parameter count there (mean over its seeds)
+    seeds: tuple[int, ...]
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class GapTrend:
+    """A method's gaps across sizes and the fitted dB per decade of weights (None with one seed a size)."""
+
+    method: str
+    gaps: tuple[GapAtSize, ...]
+    slope: float | None
+    slope_low: float | None
+    slope_high: float | None
+
+    def verdict(self) -> str:
+        overall = float(np.mean([g.mean for g in self.gaps]))
+        if self.slope is None or self.slope_low is None or self.slope_high is None:
+            return "no interval (one seed a size)"
+        if self.slope_low <= 0.0 <= self.slope_high:
+            return "no trend these sizes can tell"
+        towards_zero = (self.slope > 0) == (overall < 0)
+        return (
+            "the gap narrows as the networks grow" if towards_zero else "the gap widens as the networks grow"
+        )
+
+    def text(self) -> str:
+        if self.slope is None:
+            return f"{self.method} - {ANCHOR}: {self.verdict()}"
+        return (
+            f"{self.method} - {ANCHOR}: {self.slope:+.2f} dB per decade of weights "
+            f"({CONFIDENCE * 2 - 1:.0%} interval {self.slope_low:+.2f} to {self.slope_high:+.2f}): {self.verdict()}"
+        )
+
+
+@dataclass
+class ScalingView:
+    """One family (sequence, rate, budget but for the size): every method's gap to the anchor by size."""
+
+    id: str
+    title: str
+    figure: str
+    trends: list[GapTrend]
+    caption: list[str] = field(default_factory=list)
+
+
+def _size(point: Point) -> tuple[int, int] | None:
+    record = point.records[0]
+    size = record.budget.get("size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    height, width = record.sequence.get("height"), record.sequence.get("width")
+    return (int(height), int(width)) if height and width else None
+
+
+def _family(point: Point) -> tuple[str, str, float, str]:
+    """What a point shares with its runs at other clip sizes: everything but the size."""
+    return (point.sequence, point.match, point.target_bpp, point.records[0].budget_label_except("size"))
+
+
+def _seed_psnr(point: Point) -> dict[int, float]:
+    return {r.seed: value for r in point.records if (value := r.mean("psnr")) is not None}
+
+
+def _slope(xs: list[float], ys: list[float]) -> tuple[float | None, float | None, float | None]:
+    """Least-squares slope of ys on xs and its two-sided interval at the claims' level (None if unfit)."""
+    if len(set(xs)) < 2 or len(xs) < 3:
+        return None, None, None
+    x, y = np.asarray(xs), np.asarray(ys)
+    design = np.stack([np.ones_like(x), x], axis=1)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    dof = len(x) - 2
+    residual = float(np.sum((design @ coef - y) ** 2))
+    variance = residual / dof * float(np.linalg.inv(design.T @ design)[1, 1])
+    from scipy import stats
+
+    half = float(stats.t.ppf(CONFIDENCE, dof)) * math.sqrt(max(variance, 0.0))
+    return float(coef[1]), float(coef[1] - half), float(coef[1] + half)
+
+
+def gap_trends(
+    points: Sequence[Point], anchor: str = ANCHOR
+) -> dict[tuple[str, str, float, str], list[GapTrend]]:
+    """family -> a trend per method that meets the anchor, with shared seeds, at `MIN_SIZES` sizes or more."""
+    families: dict[tuple, dict[str, dict[tuple[int, int], Point]]] = defaultdict(lambda: defaultdict(dict))
+    for p in points:
+        size = _size(p) if p.records and p.match != "n/a" else None
+        if size is not None:
+            families[_family(p)][p.method][size] = p
+    found: dict[tuple[str, str, float, str], list[GapTrend]] = {}
+    for family, methods in families.items():
+        reference = methods.get(anchor, {})
+        trends = []
+        for method in figures.method_order(m for m in methods if m != anchor):
+            gaps, xs, ys = [], [], []
+            for size, point in sorted(methods[method].items(), key=lambda kv: kv[0][0] * kv[0][1]):
+                base = reference.get(size)
+                weights = base.mean.get("params") if base is not None else None
+                if base is None or not weights:
+                    continue
+                mine, theirs = _seed_psnr(point), _seed_psnr(base)
+                seeds = sorted(set(mine) & set(theirs))
+                if not seeds:
+                    continue
+                diffs = [mine[s] - theirs[s] for s in seeds]
+                centre, low = claim_bound(diffs)
+                gaps.append(
+                    GapAtSize(
+                        f"{size[0]}x{size[1]}", float(weights), tuple(seeds), centre, low, 2 * centre - low
+                    )
+                )
+                xs += [math.log10(weights)] * len(diffs)
+                ys += diffs
+            if len(gaps) >= MIN_SIZES:
+                trends.append(GapTrend(method, tuple(gaps), *_slope(xs, ys)))
+        if trends:
+            found[family] = trends
+    return found
+
+
+def scaling_views(
+    points: Sequence[Point], styles: dict[str, figures.Style], start: int = 0
+) -> list[ScalingView]:
+    """A figure per family with trends: the gap to the anchor against the anchor's weights, with intervals."""
+    views = []
+    for family, trends in sorted(gap_trends(points).items(), key=lambda kv: repr(kv[0])):
+        sequence, match, target, budget = family
+        caption = [
+            f"PSNR of each method minus {ANCHOR}'s, paired by seed, at clip sizes that differ only in frame size "
+            f"(so the network grows with the clip at the same bpp); bars: the {CONFIDENCE * 2 - 1:.0%} interval "
+            f"of the per-seed differences (t, from their spread); x: {ANCHOR}'s weights at that size."
+        ]
+        caption += [f"{t.text()}." for t in trends]
+        series = [
+            figures.GapSeries(
+                t.method,
+                styles[t.method],
+                [g.weights for g in t.gaps],
+                [g.mean for g in t.gaps],
+                [g.low for g in t.gaps],
+                [g.high for g in t.gaps],
+            )
+            for t in trends
+        ]
+        views.append(
+            ScalingView(
+                f"scaling-{start + len(views)}",
+                f"{sequence} · {target:g} bpp · {budget} · matched by {match}",
+                figures.svg_data_uri(figures.gap_figure(series, ANCHOR)),
+                trends,
+                caption,
+            )
+        )
+    return views
