@@ -154,7 +154,7 @@ def convergence_views(
             groups[(p.sequence, p.target_bpp, p.records[0].budget_label_except("epochs"))].append(p)
     marks = convergence(points)
     views = []
-    for (sequence, target, ladder), members in sorted(groups.items()):
+    for (sequence, target, clip), members in sorted(groups.items()):
         runs, curves, plateaus = [], [], []
         for label in figures.method_order({p.method for p in members}):
             mine = sorted((p for p in members if p.method == label), key=lambda p: _epochs(p) or 0)
@@ -208,7 +208,7 @@ def convergence_views(
         views.append(
             ConvergenceView(
                 f"convergence-{start + len(views)}",
-                f"{sequence} · {target:g} bpp · {ladder}",
+                f"{sequence} · {target:g} bpp · {clip}",
                 figures.svg_data_uri(figures.training_figure(runs, curves)),
                 caption,
             )

@@ -31,7 +31,11 @@ def _write(results: Path, method: str, size: tuple[int, int], seed: int, psnr: f
         bytes=10,
         bpp=0.5,
         metrics={"mean": {"psnr": psnr}},
-        stats={"parameters": size[0] * size[1] // 4, "train_seconds": 1.0},
+        stats={
+            "parameters": size[0] * size[1] // 4,
+            "train_seconds": 1.0,
+            "curve": {"epochs": [1, 80], "seconds": [0.1, 1.0], "train_psnr": [10.0, psnr]},
+        },
         identity={"size": list(size)},
     )
     store.write_result(results, record.key, record, b"x" * 10)
@@ -66,6 +70,8 @@ def test_a_gap_that_shrinks_with_the_weights_narrows_and_the_report_shows_it(tmp
     build_report(results)
     html = (results / "report.html").read_text()
     assert 'id="scaling-0"' in html and "the gap narrows as the networks grow" in html
+    for height, width in SIZES:  # each clip's training curves get a figure of their own, named by the clip
+        assert f"<h3>bunny · 0.5 bpp · smoke[size={height}x{width}]</h3>" in html
     summary = (results / "summary.md").read_text()
     assert "## Gap against network size" in summary and "| supermask-learned | 144x256 | 9,216 |" in summary
 
