@@ -100,17 +100,14 @@ def _epochs(point: Point) -> int | None:
     return int(value) if isinstance(value, (int, float)) else None
 
 
-def _family(point: Point) -> tuple:
+def _family(point: Point) -> tuple[str, str, str, float, str]:
     """What a point shares with its runs at other epochs: everything but the epochs."""
-    record = point.records[0]
-    others = {k: v for k, v in record.budget_overrides.items() if k != "epochs"}
     return (
         point.method,
         point.sequence,
         point.match,
         point.target_bpp,
-        record.budget_name,
-        repr(sorted(others.items())),
+        point.records[0].budget_label_except("epochs"),
     )
 
 

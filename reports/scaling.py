@@ -39,28 +39,24 @@ class GapAtSize:
 
 @dataclass(frozen=True)
 class GapTrend:
-    """A method's gaps across sizes and the fitted dB per decade of weights (None with one seed a size)."""
+    """A method's gaps across sizes and the fitted dB per decade of weights, with its two-sided interval."""
 
     method: str
     gaps: tuple[GapAtSize, ...]
-    slope: float | None
-    slope_low: float | None
-    slope_high: float | None
+    slope: float
+    slope_low: float
+    slope_high: float
 
     def verdict(self) -> str:
-        overall = float(np.mean([g.mean for g in self.gaps]))
-        if self.slope is None or self.slope_low is None or self.slope_high is None:
-            return "no interval (one seed a size)"
         if self.slope_low <= 0.0 <= self.slope_high:
             return "no trend these sizes can tell"
+        overall = float(np.mean([g.mean for g in self.gaps]))
         towards_zero = (self.slope > 0) == (overall < 0)
         return (
             "the gap narrows as the networks grow" if towards_zero else "the gap widens as the networks grow"
         )
 
     def text(self) -> str:
-        if self.slope is None:
-            return f"{self.method} - {ANCHOR}: {self.verdict()}"
         return (
             f"{self.method} - {ANCHOR}: {self.slope:+.2f} dB per decade of weights "
             f"({CONFIDENCE * 2 - 1:.0%} interval {self.slope_low:+.2f} to {self.slope_high:+.2f}): {self.verdict()}"
@@ -96,10 +92,11 @@ def _seed_psnr(point: Point) -> dict[int, float]:
     return {r.seed: value for r in point.records if (value := r.mean("psnr")) is not None}
 
 
-def _slope(xs: list[float], ys: list[float]) -> tuple[float | None, float | None, float | None]:
-    """Least-squares slope of ys on xs and its two-sided interval at the claims' level (None if unfit)."""
+def _slope(xs: list[float], ys: list[float]) -> tuple[float, float, float] | None:
+    """Least-squares slope of ys on xs and its two-sided interval at the claims' level; None when the xs
+    cannot fix a line (sizes with the same weights)."""
     if len(set(xs)) < 2 or len(xs) < 3:
-        return None, None, None
+        return None
     x, y = np.asarray(xs), np.asarray(ys)
     design = np.stack([np.ones_like(x), x], axis=1)
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
@@ -145,8 +142,9 @@ def gap_trends(
                 )
                 xs += [math.log10(weights)] * len(diffs)
                 ys += diffs
-            if len(gaps) >= MIN_SIZES:
-                trends.append(GapTrend(method, tuple(gaps), *_slope(xs, ys)))
+            fit = _slope(xs, ys) if len(gaps) >= MIN_SIZES else None
+            if fit is not None:
+                trends.append(GapTrend(method, tuple(gaps), *fit))
         if trends:
             found[family] = trends
     return found
