@@ -47,6 +47,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty where it cannot be read): which kernels can run."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def gpu_name(device: str) -> str | None:
     if not device.startswith("cuda"):
         return None

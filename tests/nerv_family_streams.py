@@ -12,7 +12,8 @@ rather than on the code. The environment has to be set before torch starts, henc
 
 Even under that pin, a CPU with AVX-512 FP16 and AMX (a Sapphire Rapids class Xeon) wrote different
 supermask and hinerv bytes from an AVX2-only EPYC, at the same commit (MKL pinned to AVX2, OpenBLAS to
-Haswell and numpy's AVX-512 dispatch targets disabled as well did not close it). So the references are kept per CPU class (`cpu_class`), each
+Haswell and numpy's AVX-512 dispatch targets disabled as well did not close it). An AVX-512 EPYC without AMX wrote the AVX2 bytes for all
+but hinerv. So the references are kept per CPU class (`cpu_class`), each
 folder with the method versions it was written at (`versions.json`): a class without a reference, or whose
 reference predates the method's version, is skipped with how to regenerate it on such a machine.
 """
@@ -30,6 +31,7 @@ from bench import registry
 from bench.budgets import get_budget
 from bench.contract import Clip, Context
 from bench.identity import hyper_identity
+from bench.provenance import cpu_flags
 
 FOLDER = Path(__file__).parent / "data" / "nerv_family"
 METHODS = ("nerv-dense", "nerv-pruned", "supermask-fixed", "supermask-learned", "hinerv")
@@ -39,24 +41,13 @@ SEED = 7
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def has_avx2() -> bool:
-    return "avx2" in _cpu_flags()
+    return "avx2" in cpu_flags()
 
 
 def cpu_class() -> str:
     """The class of CPU whose kernels wrote a reference: 'avx512-amx', 'avx512' or 'avx2'."""
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if "avx512f" in flags:
         return "avx512-amx" if "amx_tile" in flags else "avx512"
     return "avx2"

@@ -112,6 +112,25 @@ def test_patches_render_exactly_what_the_whole_frame_renders() -> None:
             assert torch.equal(target[j], frames[j][window])
 
 
+@pytest.mark.parametrize(
+    ("flags", "bf16"),
+    [({"avx512_bf16"}, True), ({"avx512_bf16", "amx_bf16", "amx_tile"}, False), (set(), True)],
+)
+def test_auto_precision_trains_hinerv_in_bf16_on_a_cpu_unless_it_has_amx(
+    flags: set[str], bf16: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import methods.nerv_family.backbones.hinerv as backbone
+    from methods.nerv_family.training import native_bf16, resolve_precision
+
+    monkeypatch.setattr(backbone, "cpu_flags", lambda: frozenset(flags))
+    model = _tiny()
+    assert model.bf16_on_cpu is bf16
+    cpu = torch.device("cpu")
+    if native_bf16(cpu):  # without native bf16 "auto" is fp32 whatever the backbone says
+        expected = "bf16" if bf16 else "fp32"
+        assert resolve_precision("auto", cpu, model.bf16_on_cpu) == expected
+
+
 def test_a_patch_that_does_not_tile_is_refused() -> None:
     with pytest.raises(MethodError, match="must tile"):
         _tiny().set_patch((20, 32))

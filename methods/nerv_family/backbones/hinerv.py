@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import MethodError
+from bench.provenance import cpu_flags
 from methods.nerv_family.backbones.fields import prime_factors, strict_fields
 
 MAX_SCALE = 5  # the reference's largest upsampling factor
@@ -331,9 +332,12 @@ class HiNeRV(nn.Module):
     """The HiNeRV network. Input: (B, 3) int64 rows (frame, row, column) of each patch's top-left output
     pixel; output: (B, 3, ph, pw) in [0, 1], where `patch` is (ph, pw) (default: the whole frame)."""
 
-    # Its step is gathers, LayerNorms and small matrices: bf16 autocast made it ~1.1x slower on a CPU with
-    # native bf16 (docs/performance.md), so the budgets' "auto" trains it in fp32 there.
-    bf16_on_cpu = False
+    @property
+    def bf16_on_cpu(self) -> bool:
+        """Whether "auto" may train it in bf16 on a CPU. Its step is gathers, LayerNorms and small matrices:
+        on a CPU with AMX bf16 autocast made it ~1.1x slower, on AVX-512 bf16 without AMX 1.6x faster at
+        the same PSNR (docs/performance.md)."""
+        return "amx_bf16" not in cpu_flags()
 
     def __init__(self, arch: HiNeRVConfig, patch: tuple[int, int] | None = None) -> None:
         super().__init__()
