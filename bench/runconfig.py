@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
-from bench.slurm_units import parse_duration_s, parse_time
+from bench.slurm_units import parse_duration_s, parse_mem_gb, parse_time
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 MAX_BPP = 24.0  # 8-bit RGB, uncompressed
@@ -334,6 +334,8 @@ def slurm_flags(args: Any) -> dict[str, Any]:
         "account": getattr(args, "account", None),
         "array_parallelism": getattr(args, "slurm_array_parallelism", None),
     }
+    if flags["mem"] is not None:
+        parse_mem_gb(flags["mem"])  # a bad size is refused here, as a bad --time is, before Slurm is sought
     if getattr(args, "time", None) is not None:
         flags["time_min"] = parse_time(args.time, "--time")
     if getattr(args, "max_pending", None) is not None:
