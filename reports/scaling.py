@@ -5,7 +5,9 @@ At a fixed bpp a larger clip gets a larger network, so runs that differ only in 
 size where a method and the anchor (nerv-dense) share seeds, their per-seed PSNR differences give a mean
 and a two-sided interval (the claims' t interval, `bench.check.claim_bound`). A least-squares line through
 all the paired differences against log10(weights) then says how the gap moves per decade of weights,
-with its interval: narrows, widens, or no trend these sizes can tell.
+with its interval: narrows, widens, or no trend these sizes can tell. A size where the anchor itself scores
+below the still frame (the floor, when its records are there) measures a network too small to model the
+clip rather than the methods: it is shown, marked, and left out of the line.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from reports import figures
 from reports.points import Point
 
 ANCHOR = "nerv-dense"
+FLOOR = "still-frame"
 MIN_SIZES = 3  # a trend needs three sizes at least
 
 
@@ -35,6 +38,11 @@ class GapAtSize:
     mean: float
     low: float
     high: float
+    below_floor: bool = False  # the anchor scored below the still frame here: left out of the fit
+
+    @property
+    def label(self) -> str:
+        return f"{self.size} (below the floor)" if self.below_floor else self.size
 
 
 @dataclass(frozen=True)
@@ -57,9 +65,16 @@ class GapTrend:
         )
 
     def text(self) -> str:
+        left_out = [g.size for g in self.gaps if g.below_floor]
+        note = (
+            f"; left out of the fit, {ANCHOR} below the still frame: {', '.join(left_out)}"
+            if left_out
+            else ""
+        )
         return (
             f"{self.method} - {ANCHOR}: {self.slope:+.2f} dB per decade of weights "
             f"({CONFIDENCE * 2 - 1:.0%} interval {self.slope_low:+.2f} to {self.slope_high:+.2f}): {self.verdict()}"
+            f"{note}"
         )
 
 
@@ -114,9 +129,14 @@ def gap_trends(
 ) -> dict[tuple[str, str, float, str], list[GapTrend]]:
     """family -> a trend per method that meets the anchor, with shared seeds, at `MIN_SIZES` sizes or more."""
     families: dict[tuple, dict[str, dict[tuple[int, int], Point]]] = defaultdict(lambda: defaultdict(dict))
+    floors: dict[
+        tuple[str, float, tuple[int, int]], float
+    ] = {}  # (sequence, bpp, size) -> still frame's PSNR
     for p in points:
-        size = _size(p) if p.records and p.match != "n/a" else None
-        if size is not None:
+        size = _size(p) if p.records else None
+        if size is not None and p.method == FLOOR and (psnr := p.mean.get("psnr")) is not None:
+            floors[p.sequence, p.target_bpp, size] = float(psnr)
+        elif size is not None and p.match != "n/a":
             families[_family(p)][p.method][size] = p
     found: dict[tuple[str, str, float, str], list[GapTrend]] = {}
     for family, methods in families.items():
@@ -135,14 +155,24 @@ def gap_trends(
                     continue
                 diffs = [mine[s] - theirs[s] for s in seeds]
                 centre, low = claim_bound(diffs)
+                floor = floors.get((family[0], family[2], size))
+                below = floor is not None and float(np.mean([theirs[s] for s in seeds])) < floor
                 gaps.append(
                     GapAtSize(
-                        f"{size[0]}x{size[1]}", float(weights), tuple(seeds), centre, low, 2 * centre - low
+                        f"{size[0]}x{size[1]}",
+                        float(weights),
+                        tuple(seeds),
+                        centre,
+                        low,
+                        2 * centre - low,
+                        below,
                     )
                 )
-                xs += [math.log10(weights)] * len(diffs)
-                ys += diffs
-            fit = _slope(xs, ys) if len(gaps) >= MIN_SIZES else None
+                if not below:
+                    xs += [math.log10(weights)] * len(diffs)
+                    ys += diffs
+            fitted = sum(not g.below_floor for g in gaps)
+            fit = _slope(xs, ys) if fitted >= MIN_SIZES else None
             if fit is not None:
                 trends.append(GapTrend(method, tuple(gaps), *fit))
         if trends:

@@ -235,7 +235,7 @@ def summary_markdown(context: dict[str, Any]) -> str:
                     cells = (
                         view.title,
                         trend.method,
-                        g.size,
+                        g.label,
                         f"{g.weights:,.0f}",
                         ", ".join(map(str, g.seeds)),
                         f"{g.mean:+.2f}",

@@ -104,3 +104,39 @@ def test_two_sizes_or_no_shared_seed_make_no_trend(tmp_path: Path) -> None:
         _write(unpaired, "nerv-dense", size, 10, 25.0)
         _write(unpaired, "supermask-learned", size, 11, 24.0)
     assert gap_trends(fold_points(store.load_results(unpaired).finished)) == {}
+
+
+def test_a_size_where_the_anchor_is_below_the_floor_is_left_out_of_the_fit(tmp_path: Path) -> None:
+    # four sizes: the smallest has a wide gap, the three larger ones none; the anchor sits below the still
+    # frame at the smallest only, so the fit over the others finds no trend (with it, "narrows")
+    results = tmp_path / "res"
+    sizes = ((18, 32), *SIZES)
+    for size, gap in zip(sizes, (-4.0, -2.0, -2.0, -2.0), strict=True):
+        for seed, wobble in zip((10, 11, 12), NOISE, strict=True):
+            dense = (19.0 if size == sizes[0] else 25.0) + seed * 0.1
+            _write(results, "nerv-dense", size, seed, dense)
+            _write(results, "supermask-learned", size, seed, dense + gap + wobble)
+    trend_with_the_small_size = _trend(results)
+    assert trend_with_the_small_size.verdict() == "the gap narrows as the networks grow"
+    for size in sizes:
+        record = make_record(
+            method="still-frame",
+            seed=0,
+            target_bpp=0.5,
+            match="n/a",
+            status="ok",
+            budget={**get_budget("smoke").to_dict(), "size": list(size)},
+            budget_overrides={"size": list(size)},
+            sequence={"name": "bunny", "width": size[1], "height": size[0], "num_frames": 4},
+            bytes=10,
+            bpp=0.5,
+            metrics={"mean": {"psnr": 22.0}},
+            identity={"size": list(size), "floor": True},
+        )
+        store.write_result(results, record.key, record, b"x" * 10)
+    trend = _trend(results)
+    assert [g.below_floor for g in trend.gaps] == [True, False, False, False]
+    assert trend.verdict() == "no trend these sizes can tell"
+    assert "left out of the fit, nerv-dense below the still frame: 18x32" in trend.text()
+    build_report(results)
+    assert "| supermask-learned | 18x32 (below the floor) |" in (results / "summary.md").read_text()
