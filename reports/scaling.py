@@ -127,11 +127,11 @@ def _slope(xs: list[float], ys: list[float]) -> tuple[float, float, float] | Non
 def gap_trends(
     points: Sequence[Point], anchor: str = ANCHOR
 ) -> dict[tuple[str, str, float, str], list[GapTrend]]:
-    """family -> a trend per method that meets the anchor, with shared seeds, at `MIN_SIZES` sizes or more."""
+    """family -> a trend per method that meets the anchor, with shared seeds, at `MIN_SIZES` sizes or more
+    where the anchor is not below the floor."""
     families: dict[tuple, dict[str, dict[tuple[int, int], Point]]] = defaultdict(lambda: defaultdict(dict))
-    floors: dict[
-        tuple[str, float, tuple[int, int]], float
-    ] = {}  # (sequence, bpp, size) -> still frame's PSNR
+    # (sequence, bpp, size) -> the still frame's PSNR there
+    floors: dict[tuple[str, float, tuple[int, int]], float] = {}
     for p in points:
         size = _size(p) if p.records else None
         if size is not None and p.method == FLOOR and (psnr := p.mean.get("psnr")) is not None:

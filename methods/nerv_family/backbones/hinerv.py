@@ -335,7 +335,7 @@ class HiNeRV(nn.Module):
     @property
     def bf16_on_cpu(self) -> bool:
         """Whether "auto" may train it in bf16 on a CPU. Its step is gathers, LayerNorms and small matrices:
-        on a CPU with AMX bf16 autocast made it ~1.1x slower, on AVX-512 bf16 without AMX 1.6x faster at
+        on a CPU with AMX bf16 autocast made it ~1.1x slower, on AVX-512 bf16 without AMX 1.5x faster at
         the same PSNR (docs/performance.md)."""
         return "amx_bf16" not in cpu_flags()
 
