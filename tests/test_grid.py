@@ -70,6 +70,10 @@ def test_a_list_value_expands_the_grid_and_values_take_the_fields_types() -> Non
         ("x264,", "holds an empty entry"),
         ("nerv-dens", "unknown method 'nerv-dens': did you mean 'nerv-dense'?"),
         (
+            "hinerv[compile=maybe]",
+            "parameter 'compile' ('auto' | 'on' | 'off'): expected one of 'auto', 'on', 'off'",
+        ),
+        (
             "supermask-learned[densities=0.3/x]",
             "parameter 'densities' (tuple[float, ...]): expected a number",
         ),

@@ -95,6 +95,16 @@ def _tiny() -> HiNeRV:
     return model
 
 
+@pytest.mark.parametrize("scale", [1, 2, 3, 4, 5])
+def test_upsampling_by_slices_is_f_interpolate(scale: int) -> None:
+    from methods.nerv_family.backbones.hinerv import _upsample_axis
+
+    x = torch.randn(2, 7, 9, 5)  # NHWC, a whole frame
+    ours = _upsample_axis(_upsample_axis(x, scale, 1), scale, 2)
+    ref = F.interpolate(x.permute(0, 3, 1, 2), scale_factor=scale, mode="bilinear", align_corners=False)
+    assert torch.allclose(ours, ref.permute(0, 2, 3, 1), atol=1e-5)  # float rounding of 1 / scale
+
+
 @torch.no_grad()
 def test_patches_render_exactly_what_the_whole_frame_renders() -> None:
     model = _tiny()

@@ -85,5 +85,8 @@ def test_train_section_times_hinerv_on_patches_against_its_plain_loop(capsys: py
     result = perf_train_hinerv(size=(72, 128), repeats=1)
     assert result["plain_fps"] > 0 and result["ratio"] == pytest.approx(result["fps"] / result["plain_fps"])
     assert result["cpu_ratio"] > 0 and result["size"] == "128x72"
+    compiled = result["compiled"]  # the same loop compiled, as long runs train it
+    assert compiled["ratio"] == pytest.approx(compiled["fps"] / result["plain_fps"])
+    assert compiled["compile_s"] > 0 and compiled["break_even_steps"] > 0
     out = capsys.readouterr().out
-    assert "hinerv" in out and "patches" in out
+    assert "hinerv" in out and "patches" in out and "hinerv compiled" in out and "earned back after" in out

@@ -35,6 +35,7 @@ from torch import nn
 from bench.budgets import Budget
 from bench.contract import Context, FitFailed
 from methods.nerv_family.backbones.nerv import frame_times
+from methods.nerv_family.compiling import compiled_step_settings, training_forward
 
 LOSSES = ("mse", "nerv")
 SCHEDULE_FIELDS = ("epochs", "lr", "batch_size", "warmup")  # a config's None here means "the budget's"
@@ -76,6 +77,7 @@ class TrainResult:
     curve: tuple[
         tuple[int, float, float], ...
     ] = ()  # (epoch, seconds, training-set PSNR) at log-spaced epochs
+    compiled: str = "off"  # whether the step ran compiled: "on", "off" or "unavailable: <why>"
 
     def summary(self) -> dict[str, Any]:
         """The training figures a method's stats report."""
@@ -87,6 +89,7 @@ class TrainResult:
             "train_loss": self.loss,
             "precision": self.precision,
             "resumed_from_step": self.resumed_from_step,  # > 0: training went on from a checkpoint
+            "compiled": self.compiled,
             "curve": {
                 "epochs": [e for e, _, _ in self.curve],
                 "seconds": [round(t, 2) for _, t, _ in self.curve],
@@ -263,6 +266,7 @@ def train(
     checkpoint: Path | None = None,
     desc: str = "train",
     precision: str | None = None,
+    compile: bool = False,
 ) -> TrainResult:
     """Fit `model` (a `Backbone`: batch input -> frames) to uint8 RGB frames (T, H, W, 3) in place.
 
@@ -271,7 +275,8 @@ def train(
     ``ctx.checkpoint_path()``) when it holds a checkpoint of the same run. With a time limit (argument or
     ``ctx.time_limit_s``) training stops there and the schedule runs on whichever of steps and time is
     further along, so a time-limited run still warms up and decays fully. `precision` (default: the
-    budget's) is "fp32", "bf16" or "auto" (see the module docstring).
+    budget's) is "fp32", "bf16" or "auto" (see the module docstring). `compile` runs the steps through
+    `torch.compile` where this machine can build its kernels (`methods.nerv_family.compiling`).
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got '{loss}'")
@@ -300,6 +305,7 @@ def train(
     groups = _param_groups(model, lr, params)
     base_lrs = [g["lr"] for g in groups]
     optimizer = _make_optimizer(groups, device)
+    forward, compiled = training_forward(model, device, compile)
     order = torch.Generator().manual_seed(ctx.seed)
 
     path = checkpoint if checkpoint is not None else ctx.checkpoint_path()
@@ -356,66 +362,70 @@ def train(
     last_checkpoint = started
     finished = step >= total or bool(limit and elapsed >= limit)
     try:
-        while not finished:
-            idx = perm[pos : pos + batch].to(device, non_blocking=True)
-            multiplier = lr_multiplier(progress_at(time.perf_counter()), warmup)
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * multiplier
-            frame_idx = idx // per_frame if per_frame > 1 else idx
-            target = frames.index_select(0, frame_idx).permute(0, 3, 1, 2).float().div_(255)
-            if per_frame > 1:
-                inputs, target = model.patch_batch(frame_idx, idx % per_frame, target)
-            else:
-                inputs = model.batch_input(times.index_select(0, idx), target)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed == "bf16"):
-                out = model(inputs)
-            out = out.float()  # the loss, its statistics and the NaN check stay in float32
-            per_frame_mse = (out - target).square().mean(dim=(1, 2, 3))
-            value = per_frame_mse.mean() if loss == "mse" else nerv_loss(out, target)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
+        with compiled_step_settings(compiled == "on", device):
+            while not finished:
+                idx = perm[pos : pos + batch].to(device, non_blocking=True)
+                multiplier = lr_multiplier(progress_at(time.perf_counter()), warmup)
+                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * multiplier
+                frame_idx = idx // per_frame if per_frame > 1 else idx
+                target = frames.index_select(0, frame_idx).permute(0, 3, 1, 2).float().div_(255)
+                if per_frame > 1:
+                    inputs, target = model.patch_batch(frame_idx, idx % per_frame, target)
+                else:
+                    inputs = model.batch_input(times.index_select(0, idx), target)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed == "bf16"):
+                    out = forward(inputs)
+                out = out.float()  # the loss, its statistics and the NaN check stay in float32
+                per_frame_mse = (out - target).square().mean(dim=(1, 2, 3))
+                value = per_frame_mse.mean() if loss == "mse" else nerv_loss(out, target)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
 
-            detached = value.detach()
-            window[in_window] = detached
-            epoch_loss += detached * idx.numel()
-            epoch_psnr += per_frame_mse.detach().log10().sum().mul(-10)
-            epoch_frames += idx.numel()
-            in_window += 1
-            step += 1
-            pos += batch
-            epoch_end = pos >= count
-            now = time.perf_counter()
-            out_of_time = bool(limit) and elapsed + now - started >= limit
-            finished = step >= total or out_of_time
-            if not (epoch_end or finished or in_window == SYNC_EVERY):
-                continue
+                detached = value.detach()
+                window[in_window] = detached
+                epoch_loss += detached * idx.numel()
+                epoch_psnr += per_frame_mse.detach().log10().sum().mul(-10)
+                epoch_frames += idx.numel()
+                in_window += 1
+                step += 1
+                pos += batch
+                epoch_end = pos >= count
+                now = time.perf_counter()
+                out_of_time = bool(limit) and elapsed + now - started >= limit
+                finished = step >= total or out_of_time
+                if not (epoch_end or finished or in_window == SYNC_EVERY):
+                    continue
 
-            # --- sync point: check, report, maybe checkpoint ---------------------------------------------
-            losses = window[:in_window].cpu()
-            bad = (~torch.isfinite(losses)).nonzero()
-            if bad.numel():
-                failed_step = step - in_window + int(bad[0]) + 1
-                raise FitFailed(
-                    f"loss became NaN at epoch {(failed_step - 1) // steps_per_epoch + 1} step {failed_step}; "
-                    f"lower the learning rate (budget lr={lr:g})"
-                )
-            if epoch_end or finished:
-                last = {"loss": float(epoch_loss) / epoch_frames, "psnr": float(epoch_psnr) / epoch_frames}
-                epoch = math.ceil(step / steps_per_epoch)
-                if is_curve_epoch(epoch) or finished:
-                    curve.append((epoch, elapsed + now - started, last["psnr"]))
-            bar.update(in_window, loss=float(losses[-1]), psnr=last["psnr"])
-            in_window = 0
-            if epoch_end:
-                perm = torch.randperm(count, generator=order)
-                pos = 0
-                epoch_loss.zero_()
-                epoch_psnr.zero_()
-                epoch_frames = 0
-            if finished or now - last_checkpoint >= ctx.budget.checkpoint_every_s:
-                _save(path, checkpoint_payload())
-                last_checkpoint = time.perf_counter()
+                # --- sync point: check, report, maybe checkpoint ---------------------------------------------
+                losses = window[:in_window].cpu()
+                bad = (~torch.isfinite(losses)).nonzero()
+                if bad.numel():
+                    failed_step = step - in_window + int(bad[0]) + 1
+                    raise FitFailed(
+                        f"loss became NaN at epoch {(failed_step - 1) // steps_per_epoch + 1} step {failed_step}; "
+                        f"lower the learning rate (budget lr={lr:g})"
+                    )
+                if epoch_end or finished:
+                    last = {
+                        "loss": float(epoch_loss) / epoch_frames,
+                        "psnr": float(epoch_psnr) / epoch_frames,
+                    }
+                    epoch = math.ceil(step / steps_per_epoch)
+                    if is_curve_epoch(epoch) or finished:
+                        curve.append((epoch, elapsed + now - started, last["psnr"]))
+                bar.update(in_window, loss=float(losses[-1]), psnr=last["psnr"])
+                in_window = 0
+                if epoch_end:
+                    perm = torch.randperm(count, generator=order)
+                    pos = 0
+                    epoch_loss.zero_()
+                    epoch_psnr.zero_()
+                    epoch_frames = 0
+                if finished or now - last_checkpoint >= ctx.budget.checkpoint_every_s:
+                    _save(path, checkpoint_payload())
+                    last_checkpoint = time.perf_counter()
     finally:
         bar.close()
     seconds = elapsed + time.perf_counter() - started
@@ -428,4 +438,5 @@ def train(
         resumed_from_step=resumed_from,
         precision=mixed,
         curve=tuple(curve),
+        compiled=compiled,
     )

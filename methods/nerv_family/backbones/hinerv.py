@@ -18,9 +18,10 @@ The network follows the reference code (hmkx/HiNeRV, `models/hinerv.py`, `encodi
 
 Patches: every stage can compute any window of its output in full-frame coordinates, with a halo that the
 convolutions consume and a mask that zeroes what lies outside the frame (the zero padding a full-frame pass
-sees); interpolation indices are clamped in full-frame coordinates. So a patch renders exactly what the full
-frame renders there (tested), which is what makes the reference's patch-based training a pure change of
-batching. Patches must be multiples of the total scale (the reference's `min_patch_size`).
+sees); upsampling clamps at the frame's edges, not the window's. So a patch renders what the full frame
+renders there (to float rounding, tested), which is what makes the reference's patch-based training a pure
+change of batching. Patches must be multiples of the total scale (the reference's `min_patch_size`), so
+every upsampling and every cell encoding is the same shifted pattern for every patch: slices, not gathers.
 """
 
 from __future__ import annotations
@@ -301,15 +302,48 @@ class Stage(nn.Module):
         )
 
 
-def _upsample_taps(out_pos: torch.Tensor, scale: int, full_in: int, in_start: torch.Tensor, in_len: int):
-    """Source indices (relative to the input window) and weights of bilinear upsampling by `scale`
-    (align_corners=False) at full-frame output positions (B, n)."""
-    src = ((out_pos.to(torch.float32) + 0.5) / scale - 0.5).clamp(0, full_in - 1)
-    i0 = src.floor().long()
-    w = src - i0
-    i1 = (i0 + 1).clamp(max=full_in - 1)
-    rel = lambda i: (i - in_start[:, None]).clamp(0, in_len - 1)  # noqa: E731
-    return rel(i0), rel(i1), w
+def _upsample_axis(x: torch.Tensor, scale: int, dim: int) -> torch.Tensor:
+    """Bilinear upsampling by an integer `scale` (align_corners=False) along `dim` of a window, edges clamped.
+
+    Output position q * s + r reads source q + t_r with t_r = (r + 0.5) / s - 0.5, the same offset for every
+    q: so each phase r is a blend of two shifted slices, and the step has no gathers (whose backward is a
+    scatter-add, non-deterministic once compiled). The window's ends repeat its edge values, which is what
+    clamping does where the window is the frame."""
+    if scale == 1:
+        return x
+    n = x.shape[dim]
+    padded = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim)
+    phases = []
+    for r in range(scale):
+        t = (r + 0.5) / scale - 0.5
+        low = 0 if t < 0 else 1  # the slice of source q - 1 (t < 0) or q
+        weight = 1 + t if t < 0 else t  # on the next source
+        a = padded.narrow(dim, low, n)
+        phases.append(a if weight == 0 else a * (1 - weight) + padded.narrow(dim, low + 1, n) * weight)
+    return torch.stack(phases, dim + 1).flatten(dim, dim + 1)
+
+
+def _edge_weights(out_pos: torch.Tensor, scale: int, full_in: int, in_start: torch.Tensor, in_len: int):
+    """(B, n) factors that make the window's upsampling clamp at the frame's edges, not the window's.
+
+    A window that reaches past the frame holds zeros there (the zero padding of a full-frame pass), so an
+    output inside the frame whose outer tap lies past the edge got only `w` x the edge value, where the
+    full frame's clamped interpolation gives all of it: it is divided by `w`."""
+    src = (out_pos.to(torch.float32) + 0.5) / scale - 0.5
+    inside = (out_pos >= 0) & (out_pos < full_in * scale)
+    before = inside & (src < 0) & (in_start[:, None] < 0)
+    after = inside & (src > full_in - 1) & (in_start[:, None] + in_len > full_in)
+    ones = torch.ones_like(src)
+    return torch.where(before, 1 / (src + 1), torch.where(after, 1 / (full_in - src), ones))
+
+
+def _spread(local: torch.Tensor, start: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The cell encodings (B, s, s, C) tiled over a window of `size` whose first row and column lie at
+    `start` (full-frame positions at the stage's resolution; patch offsets are multiples of s)."""
+    s = local.shape[1]
+    (r0, c0), (n, m) = (start[0] % s, start[1] % s), size
+    tiled = local.repeat(1, -(-(r0 + n) // s), -(-(c0 + m) // s), 1)
+    return tiled[:, r0 : r0 + n, c0 : c0 + m]
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -424,6 +458,7 @@ class HiNeRV(nn.Module):
         full = (h0, w0)
         ratio = total
         in_rows, in_cols = rows, cols
+        in_starts = (self.rows.base[0], self.cols.base[0])  # window starts relative to the patch's offset
         for i, stage in enumerate(self.stages):
             s = stage.scale
             ratio //= s
@@ -431,17 +466,19 @@ class HiNeRV(nn.Module):
             rows = self._positions(y0, self.rows.stages[i], ratio)
             cols = self._positions(x0, self.cols.stages[i], ratio)
             x = _layer_norm(x)
-            r0, r1, wr = _upsample_taps(rows, s, full[0], in_rows[:, 0], in_rows.shape[1])
-            x = _gather_rows(x, r0) * (1 - wr)[:, :, None, None] + _gather_rows(x, r1) * wr[:, :, None, None]
-            c0, c1, wc = _upsample_taps(cols, s, full[1], in_cols[:, 0], in_cols.shape[1])
-            x = _gather_cols(x, c0) * (1 - wc)[:, None, :, None] + _gather_cols(x, c1) * wc[:, None, :, None]
-            local = stage.encoding(frame)
-            x = x + _gather_cols(_gather_rows(local, rows % s), cols % s)
+            (r_start, r_len), (c_start, c_len) = self.rows.stages[i], self.cols.stages[i]
+            x = _upsample_axis(x, s, 1).narrow(1, r_start - s * in_starts[0], r_len)
+            x = _upsample_axis(x, s, 2).narrow(2, c_start - s * in_starts[1], c_len)
+            edge_r = _edge_weights(rows, s, full[0], in_rows[:, 0], in_rows.shape[1])
+            edge_c = _edge_weights(cols, s, full[1], in_cols[:, 0], in_cols.shape[1])
+            x = x * edge_r[:, :, None, None] * edge_c[:, None, :, None]
+            x = x + _spread(stage.encoding(frame), (r_start, c_start), (r_len, c_len))
             mask = self._mask(rows, cols, *out_full)
             x = x if mask is None else x * mask
             for block in stage.blocks:
                 x = block(x, mask)
             full, in_rows, in_cols = out_full, rows, cols
+            in_starts = (r_start, c_start)
         # crop the halo: the patch starts at -start of the last window
         (r_start, _), (c_start, _) = self.rows.stages[-1], self.cols.stages[-1]
         ph, pw = self.patch
@@ -450,10 +487,13 @@ class HiNeRV(nn.Module):
 
     @staticmethod
     def _mask(rows: torch.Tensor, cols: torch.Tensor, height: int, width: int) -> torch.Tensor | None:
-        """(B, n, m, 1) ones inside the frame, zeros outside; None when the window is the frame."""
+        """(B, n, m, 1) ones inside the frame, zeros outside; None when the window is the frame.
+
+        A compiled step always multiplies by the mask: asking whether it is all ones would read a tensor's
+        value, which splits the compiled graph (and the multiply is fused there, nearly free)."""
         inside_r = (rows >= 0) & (rows < height)
         inside_c = (cols >= 0) & (cols < width)
-        if bool(inside_r.all()) and bool(inside_c.all()):
+        if not torch.compiler.is_compiling() and bool(inside_r.all()) and bool(inside_c.all()):
             return None
         return (inside_r[:, :, None] & inside_c[:, None, :]).unsqueeze(-1).to(torch.float32)
 

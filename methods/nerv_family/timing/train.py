@@ -6,6 +6,7 @@ numbers on a shared machine mean little.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ PERF_SIZES = ((180, 320), (360, 640))  # the cpu budget's size and one larger
 PERF_BUDGET = "cpu"  # the suite's loops run with this budget's batch size and precision
 # hnerv and hinerv are timed on the networks they train at this rate and the cpu budget's size
 HNERV_BPP = 0.2
+COMPILED = "+compile"  # a loop name with this suffix runs the same loop with its step compiled
 # (name, precision): the suite's loops timed against the plain one; None = the budget's precision
 SUITE_LOOPS: tuple[tuple[str, str | None], ...] = (
     ("nerv-dense", "fp32"),
@@ -159,8 +161,10 @@ class _SyncClock:
 
 def _suite_train(
     loop: str, frames: np.ndarray, size: tuple[int, int], epochs: int, device: str, precision: str | None
-) -> tuple[list[tuple[float, float]], str]:
-    """`methods.training.train` running `loop`'s network: the seconds of each epoch, and the precision used.
+) -> tuple[list[tuple[float, float]], str, float]:
+    """`methods.training.train` running `loop`'s network: the seconds of each epoch after the first, the
+    precision used, and the wall-clock seconds of the first epoch (warm-up, and compiling for a compiled
+    loop).
 
     Epochs are timed between the loop's sync points, so start-up and the final checkpoint are not counted.
     """
@@ -174,6 +178,8 @@ def _suite_train(
 
     budget = get_budget(PERF_BUDGET)
     groups, lr = None, budget.lr
+    compiled = loop.endswith(COMPILED)
+    loop = loop.removesuffix(COMPILED)
     if loop == "nerv-dense":
         model = _perf_model(size)
     elif loop in ("hnerv", "hinerv"):
@@ -196,10 +202,13 @@ def _suite_train(
             batch_size=budget.batch_size * getattr(model, "patches_per_frame", 1),  # hinerv: frames' patches
             params=groups,
             precision=precision,
+            compile=compiled,
         )
+    if compiled and result.compiled != "on":
+        raise RuntimeError(f"the compiled loop could not compile: {result.compiled}")
     ends = clock.marks[1:]  # marks[0] is the bar's start; with 8 frames every sync is an epoch end
     spans = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(ends[:-1], ends[1:], strict=False)]
-    return spans, result.precision
+    return spans, result.precision, ends[0][0] - clock.marks[0][0]
 
 
 Loop = tuple[str, str | None]  # (name, precision; None = the budget's)
@@ -207,88 +216,121 @@ Loop = tuple[str, str | None]  # (name, precision; None = the budget's)
 
 def _measure(
     loops: tuple[Loop, ...], size: tuple[int, int], device: str, epochs: int, rounds: int = 2
-) -> dict[Loop, tuple[float, float, str]]:
+) -> dict[Loop, tuple[float, float, str, float]]:
     """Best-epoch frames/s of each loop in this (fresh) process, by the wall clock and by the process's CPU
-    time (all threads), and the precision it ran in.
+    time (all threads), the precision it ran in, and the longest first epoch less the best epoch: the
+    one-off cost of starting (for a compiled loop, of compiling).
 
     The loops take turns for `rounds` rounds, so that the machine's load hits all alike. The first epoch of
-    each run warms up (kernel selection, allocator) and is not counted; the fastest epoch is reported,
-    because on a shared machine noise only ever adds time.
+    each run warms up (kernel selection, allocator; compiling) and is not counted; the fastest epoch is
+    reported, because on a shared machine noise only ever adds time. Compiled loops compile into an empty
+    cache, so the first round's start-up is what a network of a new shape costs.
     """
+    import os
+
     frames = _frames(size)
-    best: dict[Loop, tuple[float, float, str]] = {}
+    best: dict[Loop, tuple[float, float, str, float]] = {}
+    cache = tempfile.TemporaryDirectory()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache.name  # this process's own, empty
     for _ in range(rounds):
         for loop, precision in loops:
+            first = 0.0
             if loop.startswith("plain"):
                 network = loop.removeprefix("plain").removeprefix("-") or "nerv"
-                seconds, used = _plain_train(frames, size, epochs + 1, 5e-4, network)[1:], "fp32"
+                epoch_seconds = _plain_train(frames, size, epochs + 1, 5e-4, network)
+                seconds, used, first = epoch_seconds[1:], "fp32", epoch_seconds[0][0]
             else:
-                seconds, used = _suite_train(loop, frames, size, epochs + 1, device, precision)
+                seconds, used, first = _suite_train(loop, frames, size, epochs + 1, device, precision)
             wall = len(frames) / min(w for w, _ in seconds)
             cpu = len(frames) / min(c for _, c in seconds)
-            old = best.get((loop, precision), (0.0, 0.0, used))
-            best[loop, precision] = (max(wall, old[0]), max(cpu, old[1]), used)
+            start_up = first - min(w for w, _ in seconds)
+            old = best.get((loop, precision), (0.0, 0.0, used, 0.0))
+            best[loop, precision] = (max(wall, old[0]), max(cpu, old[1]), used, max(start_up, old[3]))
+    cache.cleanup()
     return best
 
 
 def _alternate(
     plain: Loop, suite: tuple[Loop, ...], size: tuple[int, int], device: str, repeats: int, epochs: int = 2
-) -> tuple[dict[Loop, float], dict[Loop, float], dict[Loop, str]]:
-    """Best frames/s (wall clock, CPU time) and precision of each loop over `repeats` alternations of a plain
-    and a suite process."""
+) -> tuple[dict[Loop, float], dict[Loop, float], dict[Loop, str], dict[Loop, float]]:
+    """Best frames/s (wall clock, CPU time), precision and longest start-up seconds of each loop over
+    `repeats` alternations of a plain and a suite process."""
     import multiprocessing
 
     spawn = multiprocessing.get_context("spawn")
     best: dict[Loop, float] = {}
     cpu: dict[Loop, float] = {}
     used: dict[Loop, str] = {}
+    start_up: dict[Loop, float] = {}
     for _ in range(repeats):
         for loops in ((plain,), suite):
             with spawn.Pool(1) as pool:
                 measured = pool.apply(_measure, (loops, size, device, epochs))
-            for key, (fps, cpu_fps, precision) in measured.items():
+            for key, (fps, cpu_fps, precision, first) in measured.items():
                 best[key] = max(best.get(key, 0.0), fps)
                 cpu[key] = max(cpu.get(key, 0.0), cpu_fps)
                 used[key] = precision
-    return best, cpu, used
+                start_up[key] = max(start_up.get(key, 0.0), first)
+    return best, cpu, used, start_up
 
 
 def _perf_train_planned(
-    network: str, size: tuple[int, int], device: str, repeats: int, shape: str, steps: tuple[str, str]
+    network: str,
+    size: tuple[int, int],
+    device: str,
+    repeats: int,
+    shape: str,
+    steps: tuple[str, str],
+    frames_per_step: int,
+    compiled: bool = False,
 ) -> dict[str, Any]:
     """Training frames/s of `network`'s loop (a method's name) against its plain loop, on the network the
     method trains at `HNERV_BPP` at `size` (`shape` describes it; `steps` says what a plain and a suite
-    step take).
+    step take, `frames_per_step` how many frames a suite step trains on).
 
     As `perf_train`: separate fresh processes, alternating, best epoch; the suite's loop runs at the cpu
     budget's batch size and precision (channels-last, fused Adam, bf16 autocast where the CPU has it).
+    With `compiled`, the same loop with its step compiled runs beside it, and its one-off cost of
+    compiling is stated with the steps it takes to earn it back.
     """
     from bench.budgets import get_budget
 
     budget = get_budget(PERF_BUDGET)
     plain, suite = (f"plain-{network}", "fp32"), (network, None)
-    best, cpu, used = _alternate(plain, (suite,), size, device, repeats)
-    base, fps = best[plain], best[suite]
-    cpu_base, cpu_fps = cpu[plain], cpu[suite]
+    loops = (suite, (network + COMPILED, None)) if compiled else (suite,)
+    best, cpu, used, start_up = _alternate(plain, loops, size, device, repeats)
+    base, cpu_base = best[plain], cpu[plain]
     label = f"{size[1]}x{size[0]}"
-    how = f"{used[suite]} (budget {PERF_BUDGET}: {budget.precision})"
-    print(
+    lines = [
         f"train at {label} on {device}, the {network} network sized for {HNERV_BPP:g} bpp ({shape}), best epoch "
-        f"of {repeats} alternating runs:\n"
+        f"of {repeats} alternating runs:",
         f"  plain loop (fp32, NCHW, for-loop Adam, per-step host copy, {steps[0]}): {base:.2f} frames/s, "
-        f"{cpu_base:.2f} per CPU second\n"
-        f"  {network}, {how}, {steps[1]}: {fps:.2f} frames/s  ({fps / base:.2f}x), "
-        f"{cpu_fps:.2f} per CPU second ({cpu_fps / cpu_base:.2f}x)"
-    )
-    return {
-        "device": device,
-        "size": label,
-        "plain_fps": base,
-        "fps": fps,
-        "ratio": fps / base,
-        "cpu_ratio": cpu_fps / cpu_base,
-        "precision": used[suite],
-    }
+        f"{cpu_base:.2f} per CPU second",
+    ]
+    result: dict[str, Any] = {"device": device, "size": label, "plain_fps": base}
+    for key in loops:
+        fps, cpu_fps = best[key], cpu[key]
+        name = key[0].replace(COMPILED, " compiled")
+        how = f"{used[key]} (budget {PERF_BUDGET}: {budget.precision})"
+        lines.append(
+            f"  {name}, {how}, {steps[1]}: {fps:.2f} frames/s  ({fps / base:.2f}x), "
+            f"{cpu_fps:.2f} per CPU second ({cpu_fps / cpu_base:.2f}x)"
+        )
+        entry = {"fps": fps, "ratio": fps / base, "cpu_ratio": cpu_fps / cpu_base, "precision": used[key]}
+        if key is suite:
+            result.update(entry)
+        else:
+            saved = 1 / best[suite] - 1 / fps  # seconds saved per frame trained
+            paid = start_up[key] - start_up[suite]
+            break_even = paid / (saved * frames_per_step) if saved > 0 else math.inf
+            entry |= {"compile_s": paid, "break_even_steps": break_even}
+            result["compiled"] = entry
+            lines.append(
+                f"    compiling cost {paid:.1f} s once (first epoch, empty cache), earned back after "
+                f"{break_even:,.0f} steps"
+            )
+    print("\n".join(lines))
+    return result
 
 
 def perf_train_hnerv(
@@ -299,16 +341,17 @@ def perf_train_hnerv(
 
     arch = hnerv_arch(size)
     shape = f"C0 {arch.fc_dim}, lower width {arch.lower_width}, encoder width {arch.enc_width}"
-    steps = ("batch 1", f"batch {get_budget(PERF_BUDGET).batch_size}")
-    return _perf_train_planned("hnerv", size, device, repeats, shape, steps)
+    batch = get_budget(PERF_BUDGET).batch_size
+    return _perf_train_planned("hnerv", size, device, repeats, shape, ("batch 1", f"batch {batch}"), batch)
 
 
 def perf_train_hinerv(
-    size: tuple[int, int] = PERF_SIZES[0], device: str = "cpu", repeats: int = 2
+    size: tuple[int, int] = PERF_SIZES[0], device: str = "cpu", repeats: int = 2, compiled: bool = True
 ) -> dict[str, Any]:
     """Training frames/s of hinerv's loop against the plain loop, on the network hinerv trains at the cpu
-    size, on its patches: what its training phase (300 of its 390 epochs) runs. The suite's step takes
-    the budget's batch of frames in patches drawn across the clip, the plain step every patch of one frame.
+    size, on its patches: what its training phase (300 of its 390 epochs) runs, eagerly as the cpu budget
+    trains it and compiled as long runs do (`compiled`). The suite's step takes the budget's batch of
+    frames in patches drawn across the clip, the plain step every patch of one frame.
     """
     from bench.budgets import get_budget
 
@@ -320,7 +363,7 @@ def perf_train_hinerv(
     )
     batch = get_budget(PERF_BUDGET).batch_size
     steps = (f"one frame's {per_frame} patches a step", f"batch {batch} frames ({batch * per_frame} patches)")
-    return _perf_train_planned("hinerv", size, device, repeats, shape, steps)
+    return _perf_train_planned("hinerv", size, device, repeats, shape, steps, batch, compiled)
 
 
 def perf_train(
@@ -344,7 +387,7 @@ def perf_train(
         "sizes": {},
     }
     for size in sizes:
-        best, _, used = _alternate(("plain", "fp32"), SUITE_LOOPS, size, device, repeats)
+        best, _, used, _ = _alternate(("plain", "fp32"), SUITE_LOOPS, size, device, repeats)
         base = best["plain", "fp32"]
         dense = best["nerv-dense", None]
         label = f"{size[1]}x{size[0]}"

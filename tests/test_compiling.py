@@ -1,0 +1,90 @@
+"""A compiled training step: it runs compiled, repeats its weights for a seed, learns like the eager step, and
+falls back to eager (saying why) where no kernels can be built; hinerv's "auto" compiles only long phases."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.budgets import get_budget
+from bench.contract import Context
+from bench.identity import hyper_identity
+from bench.params import build_config
+from methods.hinerv import COMPILE_MIN_STEPS, HiNeRVMethod, _planned_steps
+from methods.nerv_family.backbones.hinerv import HiNeRV, HiNeRVConfig
+from methods.nerv_family.compiling import compile_unavailable
+from methods.nerv_family.training import train
+
+ARCH = HiNeRVConfig(
+    base_size=(9, 16),
+    frames=4,
+    channels=8,
+    scales=(2, 2, 2),
+    depths=(1, 1, 1),
+    exps=(2, 2, 1),
+    kernels=(3, 3, 3),
+    base_grid_frames=1,
+    base_grid_channels=1,
+    enc_grid_channels=2,
+)
+
+
+def _fit(frames: np.ndarray, tmp_path: Path, compile: bool) -> tuple[dict[str, torch.Tensor], object]:
+    torch.manual_seed(0)
+    model = HiNeRV(ARCH, (24, 32))
+    ctx = Context(workdir=tmp_path, budget=get_budget("smoke"))
+    result = train(model, frames, ctx, epochs=6, lr=5e-3, batch_size=24, compile=compile, precision="fp32")
+    (tmp_path / "checkpoint.pt").unlink()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, result
+
+
+def test_a_compiled_step_repeats_its_weights_and_learns_like_the_eager_one(
+    smoke_clip, tmp_path: Path
+) -> None:
+    if compile_unavailable(torch.device("cpu")):
+        pytest.skip("no C++ compiler here")
+    frames = smoke_clip.frames
+    first, compiled = _fit(frames, tmp_path, compile=True)
+    again, _ = _fit(frames, tmp_path, compile=True)
+    eager_weights, eager = _fit(frames, tmp_path, compile=False)
+    assert compiled.compiled == "on" and eager.compiled == "off"
+    assert all(torch.equal(first[k], again[k]) for k in first)  # same seed, same weights
+    assert not all(torch.equal(first[k], eager_weights[k]) for k in first)  # it did run other kernels
+    assert compiled.psnr == pytest.approx(eager.psnr, abs=0.1)  # ...computing the same step
+    assert not torch.are_deterministic_algorithms_enabled()  # the loop's settings do not outlive it
+
+
+def test_without_a_cxx_compiler_the_step_trains_eagerly_and_says_why(
+    smoke_clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor.cpp, "cxx", (None, "no-such-c++"))
+    reason = compile_unavailable(torch.device("cpu"))
+    assert reason and "install g++" in reason and "\n" not in reason
+    _, result = _fit(smoke_clip.frames, tmp_path, compile=True)
+    assert result.compiled == f"unavailable: {reason}" and np.isfinite(result.psnr)
+
+
+def test_auto_compiles_only_a_long_bf16_cpu_phase_where_it_was_measured_to_pay(tmp_path: Path) -> None:
+    config = HiNeRVMethod.default_config()
+    assert config.compile == "auto"
+    assert not config.compiles(COMPILE_MIN_STEPS - 1, True) and config.compiles(COMPILE_MIN_STEPS, True)
+    assert not config.compiles(10 * COMPILE_MIN_STEPS, False)  # fp32, or not a CPU: not measured to pay
+    assert dataclasses.replace(config, compile="on").compiles(1, False)
+    assert not dataclasses.replace(config, compile="off").compiles(10 * COMPILE_MIN_STEPS, True)
+    model = HiNeRV(ARCH, (24, 32))  # 12 patches a frame
+    frames = np.zeros((4, 72, 128, 3), np.uint8)
+    ctx = Context(workdir=tmp_path, budget=get_budget("smoke"))
+    assert _planned_steps(100, frames, model, 24, ctx) == 100 * 2
+    timed = dataclasses.replace(ctx, time_limit_s=60.0)  # a clock ends the phase: never compiled by auto
+    assert _planned_steps(100, frames, model, 24, timed) == 0
+
+
+def test_auto_keeps_the_keys_jobs_had_before_the_field() -> None:
+    assert "compile" not in hyper_identity(build_config(HiNeRVMethod, ()))
+    assert hyper_identity(build_config(HiNeRVMethod, (("compile", "on"),)))["compile"] == "on"
