@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ from methods.nerv_family.masks.sparse_coding import (
     sparse_header,
 )
 from methods.nerv_family.masks.sparse_coding import predicted_bits as sparse_predicted_bits
-from methods.nerv_family.training import TrainResult, resolve_precision, train, with_budget_schedule
+from methods.nerv_family.training import TrainResult, train, with_budget_schedule
 
 # (base grid channels, local grid channels): two rungs below the reference's S, then S, M, L, XL, XXL
 GRID_LADDER = ((1, 1), (1, 2), (2, 4), (4, 8), (8, 16), (16, 32), (32, 64))
@@ -74,10 +74,6 @@ PLAN_BAND = 0.05  # predicted size within 5 % of the target; rate control lands 
 RATE_CONTROL_BAND = 0.25
 PHASES = (300, 60, 30)  # the reference's epochs: training, pruning fine-tune, quantization-aware fine-tune
 REFERENCE_PATCH_GRID = (9, 16)  # 120x120 patches of a 1080x1920 frame
-# "auto" compiles a training phase of this many steps or more (where it was measured to pay: bf16 on a
-# CPU): compiling cost ~42 s on 2 cores, earned back after ~3,700 steps at the cpu size
-# (docs/performance.md); the cpu budget's phase runs 920 steps, the study budget's 11,800
-COMPILE_MIN_STEPS = 5_000
 
 
 @dataclass(frozen=True)
@@ -111,8 +107,8 @@ class HiNeRVMethodConfig:
     lr: float | None = None  # None: the budget's
     batch_size: int | None = None  # frames' worth of patches per step; None: the budget's
     warmup: float = 0.1  # fraction of training's iterations of warm-up (the reference: 30 of 300 epochs)
-    compile: Literal["auto", "on", "off"] = "auto"  # compile training; auto: from COMPILE_MIN_STEPS steps
-    # a job that leaves `compile` at "auto" keeps the key it had before the field existed
+    compile: bool = False  # compile the training phase's step (torch.compile; docs/performance.md)
+    # a job that leaves `compile` off keeps the key it had before the field existed
     UNKEYED_DEFAULTS: ClassVar[tuple[str, ...]] = ("compile",)
 
     def __post_init__(self) -> None:
@@ -142,14 +138,6 @@ class HiNeRVMethodConfig:
         )
         arch.validate()
         return arch
-
-    def compiles(self, planned_steps: int, bf16_on_a_cpu: bool) -> bool:
-        """Whether the training phase runs compiled: "on"; or "auto" where it was measured to pay, a phase
-        long enough to earn the compiling back that trains in bf16 on a CPU (on an AMX CPU, in fp32, the
-        compiled step was slower; on GPUs it is not measured yet)."""
-        if self.compile == "auto":
-            return bf16_on_a_cpu and planned_steps >= COMPILE_MIN_STEPS
-        return self.compile == "on"
 
     def patch(self, arch: HiNeRVConfig) -> tuple[int, int]:
         """Patch size: the frame cut into `patch_grid`, each side a multiple of the total scale."""
@@ -366,12 +354,7 @@ class HiNeRVMethod(NeRVFamilyMethod):
                 compile=compile,
             )
 
-        device = torch.device(ctx.device)
-        bf16_on_a_cpu = device.type == "cpu" and (
-            resolve_precision(ctx.budget.precision, device, model.bf16_on_cpu) == "bf16"
-        )
-        compile = config.compiles(_planned_steps(phase_epochs[0], frames, model, batch, ctx), bf16_on_a_cpu)
-        results = [phase(model, 0, lr, config.warmup, "hinerv", compile)]
+        results = [phase(model, 0, lr, config.warmup, "hinerv", config.compile)]
         weights = {k: v.detach().float().cpu() for k, v in model.named_parameters()}
         masks = magnitude_masks(weights, config.prune_ratio, prunable(weights), config.prune_weight)
         pruning = Compressing(model, masks)
@@ -422,14 +405,6 @@ class HiNeRVMethod(NeRVFamilyMethod):
         if state.coding:
             out["coding"] = state.coding
         return out
-
-
-def _planned_steps(epochs: int, frames: np.ndarray, model: HiNeRV, batch: int, ctx: Context) -> int:
-    """Steps the training phase will run; 0 under a wall-clock limit, which ends it at an unknown step (and
-    would count the compilation against the seconds eager training gets)."""
-    if ctx.time_limit_s:
-        return 0
-    return epochs * math.ceil(frames.shape[0] * model.patches_per_frame / batch)
 
 
 def _rate_budget(arch: HiNeRVConfig, masks: dict[str, torch.Tensor], cfg: HiNeRVMethodConfig) -> float | None:

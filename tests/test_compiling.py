@@ -1,9 +1,8 @@
 """A compiled training step: it runs compiled, repeats its weights for a seed, learns like the eager step, and
-falls back to eager (saying why) where no kernels can be built; hinerv's "auto" compiles only long phases."""
+falls back to eager (saying why) where no kernels can be built; hinerv compiles only when asked."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from bench.budgets import get_budget
 from bench.contract import Context
 from bench.identity import hyper_identity
 from bench.params import build_config
-from methods.hinerv import COMPILE_MIN_STEPS, HiNeRVMethod, _planned_steps
+from methods.hinerv import HiNeRVMethod
 from methods.nerv_family.backbones.hinerv import HiNeRV, HiNeRVConfig
 from methods.nerv_family.compiling import compile_unavailable
 from methods.nerv_family.training import train
@@ -70,21 +69,6 @@ def test_without_a_cxx_compiler_the_step_trains_eagerly_and_says_why(
     assert result.compiled == f"unavailable: {reason}" and np.isfinite(result.psnr)
 
 
-def test_auto_compiles_only_a_long_bf16_cpu_phase_where_it_was_measured_to_pay(tmp_path: Path) -> None:
-    config = HiNeRVMethod.default_config()
-    assert config.compile == "auto"
-    assert not config.compiles(COMPILE_MIN_STEPS - 1, True) and config.compiles(COMPILE_MIN_STEPS, True)
-    assert not config.compiles(10 * COMPILE_MIN_STEPS, False)  # fp32, or not a CPU: not measured to pay
-    assert dataclasses.replace(config, compile="on").compiles(1, False)
-    assert not dataclasses.replace(config, compile="off").compiles(10 * COMPILE_MIN_STEPS, True)
-    model = HiNeRV(ARCH, (24, 32))  # 12 patches a frame
-    frames = np.zeros((4, 72, 128, 3), np.uint8)
-    ctx = Context(workdir=tmp_path, budget=get_budget("smoke"))
-    assert _planned_steps(100, frames, model, 24, ctx) == 100 * 2
-    timed = dataclasses.replace(ctx, time_limit_s=60.0)  # a clock ends the phase: never compiled by auto
-    assert _planned_steps(100, frames, model, 24, timed) == 0
-
-
-def test_auto_keeps_the_keys_jobs_had_before_the_field() -> None:
+def test_eager_keeps_the_keys_jobs_had_before_the_field() -> None:
     assert "compile" not in hyper_identity(build_config(HiNeRVMethod, ()))
-    assert hyper_identity(build_config(HiNeRVMethod, (("compile", "on"),)))["compile"] == "on"
+    assert hyper_identity(build_config(HiNeRVMethod, (("compile", True),)))["compile"] is True

@@ -71,7 +71,7 @@ def test_a_list_value_expands_the_grid_and_values_take_the_fields_types() -> Non
         ("nerv-dens", "unknown method 'nerv-dens': did you mean 'nerv-dense'?"),
         (
             "hinerv[compile=maybe]",
-            "parameter 'compile' ('auto' | 'on' | 'off'): expected one of 'auto', 'on', 'off'",
+            "parameter 'compile' (bool): expected true or false, got 'maybe'",
         ),
         (
             "supermask-learned[densities=0.3/x]",
