@@ -1,8 +1,8 @@
 """Compiling a network's training step (`torch.compile`): whether it can run here, and the compiled forward.
 
-Compiling fuses the many small element-wise ops of a step into a few kernels, so a long run trains faster;
-but the first step pays for the compilation (tens of seconds on a CPU), so only runs long enough to earn
-that back should ask for it (docs/performance.md measures both).
+Compiling fuses the many small element-wise ops of a step into a few kernels, so each step runs faster; but
+the first step pays for the compilation (about a minute on 2 CPU cores), so only long runs gain
+(docs/performance.md measures both).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-
-COMPILE_MODES = ("auto", "on", "off")
 
 
 def compile_unavailable(device: torch.device) -> str | None:
@@ -52,11 +50,11 @@ def training_forward(model: nn.Module, device: torch.device, wanted: bool) -> tu
 def compiled_step_settings(enabled: bool, device: torch.device) -> Iterator[None]:
     """What a compiled training step runs under, then the previous settings again.
 
-    - Deterministic algorithms: inductor otherwise lowers the gathers' backward to atomic adds, and two
-      runs of one seed ended 1.7 dB apart (23.90 and 25.62 dB); with them the same seed trains the same
-      weights, as eager training does.
-    - On a CPU, denormal floats flushed to zero: late in a run the compiled step met denormal gradients
-      and ran slower than eager (0.92 against 0.83 s an epoch); flushed, 0.67-0.72 s (docs/performance.md).
+    - Deterministic algorithms: inductor otherwise lowers a gather's backward to atomic adds, and two runs
+      of one seed (hinerv version 2) ended 1.7 dB apart; with them the same seed trains the same weights,
+      as eager training does.
+    - On a CPU, denormal floats flushed to zero: late in a run the compiled step met denormals and ran
+      slower than eager (0.92 against 0.83 s an epoch); flushed, 0.67-0.72 s (docs/performance.md).
       Eager training is left as it was: flushing changed neither its result nor its speed.
     """
     if not enabled:
