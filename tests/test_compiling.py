@@ -57,15 +57,14 @@ def test_a_compiled_step_repeats_its_weights_and_learns_like_the_eager_one(
     assert not torch.are_deterministic_algorithms_enabled()  # the loop's settings do not outlive it
 
 
-def test_without_a_cxx_compiler_the_step_trains_eagerly_and_says_why(
-    smoke_clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_without_a_cxx_compiler_the_step_trains_eagerly_and_says_why(smoke_clip, tmp_path: Path) -> None:
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor.cpp, "cxx", (None, "no-such-c++"))
-    reason = compile_unavailable(torch.device("cpu"))
+    with inductor.patch({"cpp.cxx": (None, "no-such-c++")}):  # restored on leaving, as a test must
+        reason = compile_unavailable(torch.device("cpu"))
+        _, result = _fit(smoke_clip.frames, tmp_path, compile=True)
     assert reason and "install g++" in reason and "\n" not in reason
-    _, result = _fit(smoke_clip.frames, tmp_path, compile=True)
+    assert compile_unavailable(torch.device("cpu")) is None
     assert result.compiled == f"unavailable: {reason}" and np.isfinite(result.psnr)
 
 

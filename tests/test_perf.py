@@ -93,11 +93,11 @@ def test_train_section_times_hinerv_on_patches_against_its_plain_loop(capsys: py
 
 
 def test_hinerv_timing_leaves_out_the_compiled_loop_where_nothing_can_compile(
-    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture,
 ) -> None:
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor.cpp, "cxx", (None, "no-such-c++"))
-    result = perf_train_hinerv(size=(72, 128), repeats=1)
+    with inductor.patch({"cpp.cxx": (None, "no-such-c++")}):
+        result = perf_train_hinerv(size=(72, 128), repeats=1)
     assert "compiled" not in result and result["ratio"] > 0
     assert "hinerv's compiled loop is not timed: no C++ compiler" in capsys.readouterr().out
