@@ -469,9 +469,10 @@ class HiNeRV(nn.Module):
             (r_start, r_len), (c_start, c_len) = self.rows.stages[i], self.cols.stages[i]
             x = _upsample_axis(x, s, 1).narrow(1, r_start - s * in_starts[0], r_len)
             x = _upsample_axis(x, s, 2).narrow(2, c_start - s * in_starts[1], c_len)
-            edge_r = _edge_weights(rows, s, full[0], in_rows[:, 0], in_rows.shape[1])
-            edge_c = _edge_weights(cols, s, full[1], in_cols[:, 0], in_cols.shape[1])
-            x = x * edge_r[:, :, None, None] * edge_c[:, None, :, None]
+            if self.patch[0] < self.height:  # a whole-frame axis has no window past the frame to undo
+                x = x * _edge_weights(rows, s, full[0], in_rows[:, 0], in_rows.shape[1])[:, :, None, None]
+            if self.patch[1] < self.width:
+                x = x * _edge_weights(cols, s, full[1], in_cols[:, 0], in_cols.shape[1])[:, None, :, None]
             x = x + _spread(stage.encoding(frame), (r_start, c_start), (r_len, c_len))
             mask = self._mask(rows, cols, *out_full)
             x = x if mask is None else x * mask

@@ -230,24 +230,34 @@ def _measure(
 
     frames = _frames(size)
     best: dict[Loop, tuple[float, float, str, float]] = {}
-    cache = tempfile.TemporaryDirectory()
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache.name  # this process's own, empty
-    for _ in range(rounds):
-        for loop, precision in loops:
-            first = 0.0
-            if loop.startswith("plain"):
-                network = loop.removeprefix("plain").removeprefix("-") or "nerv"
-                epoch_seconds = _plain_train(frames, size, epochs + 1, 5e-4, network)
-                seconds, used, first = epoch_seconds[1:], "fp32", epoch_seconds[0][0]
-            else:
-                seconds, used, first = _suite_train(loop, frames, size, epochs + 1, device, precision)
-            wall = len(frames) / min(w for w, _ in seconds)
-            cpu = len(frames) / min(c for _, c in seconds)
-            start_up = first - min(w for w, _ in seconds)
-            old = best.get((loop, precision), (0.0, 0.0, used, 0.0))
-            best[loop, precision] = (max(wall, old[0]), max(cpu, old[1]), used, max(start_up, old[3]))
-    cache.cleanup()
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # this process's own, empty
+        for _ in range(rounds):
+            _measure_round(loops, frames, size, device, epochs, best)
     return best
+
+
+def _measure_round(
+    loops: tuple[Loop, ...],
+    frames: np.ndarray,
+    size: tuple[int, int],
+    device: str,
+    epochs: int,
+    best: dict[Loop, tuple[float, float, str, float]],
+) -> None:
+    """One turn of every loop, each kept in `best` where it beat its earlier turns (`_measure`)."""
+    for loop, precision in loops:
+        if loop.startswith("plain"):
+            network = loop.removeprefix("plain").removeprefix("-") or "nerv"
+            epoch_seconds = _plain_train(frames, size, epochs + 1, 5e-4, network)
+            seconds, used, first = epoch_seconds[1:], "fp32", epoch_seconds[0][0]
+        else:
+            seconds, used, first = _suite_train(loop, frames, size, epochs + 1, device, precision)
+        wall = len(frames) / min(w for w, _ in seconds)
+        cpu = len(frames) / min(c for _, c in seconds)
+        start_up = first - min(w for w, _ in seconds)
+        old = best.get((loop, precision), (0.0, 0.0, used, 0.0))
+        best[loop, precision] = (max(wall, old[0]), max(cpu, old[1]), used, max(start_up, old[3]))
 
 
 def _alternate(
