@@ -1,5 +1,5 @@
-"""The CI bounds of trained methods lie above the floor (a still frame), so a network that ignores its time
-input fails CI: shown with a plugin that feeds nerv-dense a constant time."""
+"""The CI bounds of trained methods lie above the floor (a still frame) where they can, and every NeRV-backbone
+method whose time input is lost fails CI: shown with a plugin that feeds the network a constant time."""
 
 from __future__ import annotations
 
@@ -22,14 +22,16 @@ FLOOR = "still-frame"
 CODEC_MARGIN_DB = 0.5  # the still-frame bound is its measured PSNR minus this (see the file's header)
 
 CONSTANT_TIME = '''
-"""nerv-dense whose network sees time 0 for every frame: one picture for the whole clip, a stand-in for a
-broken time input."""
+"""The NeRV-backbone methods with a network that sees time 0 for every frame: one picture for the whole
+clip, a stand-in for a broken time input."""
 import contextlib
 
 import torch
 
 from methods.nerv_dense import NeRVDense as _NeRVDense
 from methods.nerv_family.backbones.nerv import NeRVGenerator
+from methods.supermask_fixed import SupermaskFixed as _SupermaskFixed
+from methods.supermask_learned import SupermaskLearned as _SupermaskLearned
 
 
 @contextlib.contextmanager
@@ -42,7 +44,7 @@ def _time_ignored():
         NeRVGenerator.forward = forward
 
 
-class NeRVDense(_NeRVDense):
+class _ConstantTime:
     version = "1-constant-time"
 
     def fit(self, frames, config, ctx):
@@ -52,6 +54,18 @@ class NeRVDense(_NeRVDense):
     def decode(self, data, info, ctx):
         with _time_ignored():
             return super().decode(data, info, ctx)
+
+
+class NeRVDense(_ConstantTime, _NeRVDense):
+    pass
+
+
+class SupermaskLearned(_ConstantTime, _SupermaskLearned):
+    pass
+
+
+class SupermaskFixed(_ConstantTime, _SupermaskFixed):
+    pass
 '''
 
 
@@ -89,15 +103,17 @@ def test_methods_listed_below_the_floor_still_are(method: str) -> None:
     )
 
 
+# The 0.9 bpp bounds: nerv-dense's lies above the clip's mean frame (24.2 dB), the best one picture; the
+# supermasks' lie below the still frame, yet above what they score when time is lost (measured at the ci
+# budget, seed 0: learned 21.82 dB against its bound 22.70, fixed 18.79 against 21.82; docs/budgets.md).
+@pytest.mark.parametrize("method", ["nerv-dense", "supermask-learned", "supermask-fixed"])
 def test_a_network_that_ignores_time_fails_ci(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bound = _bound(
-        "nerv-dense", 0.9
-    )  # above the clip's mean frame (24.2 dB), which a constant time can learn
+    bound = _bound(method, 0.9)
     results = tmp_path / "results"
-    with installed_plugin(tmp_path / "plugins", monkeypatch, "constant_time_dense", CONSTANT_TIME):
-        assert main(["run", "--methods", "nerv-dense", "--seq", "bunny", "--budget", "ci", "--bpp", "0.9",
+    with installed_plugin(tmp_path / "plugins", monkeypatch, "constant_time", CONSTANT_TIME):
+        assert main(["run", "--methods", method, "--seq", "bunny", "--budget", "ci", "--bpp", "0.9",
                      "--results", str(results)]) == 0  # fmt: skip
     thresholds = tmp_path / "bound.yaml"
     thresholds.write_text(yaml.safe_dump({"bounds": [bound]}))
