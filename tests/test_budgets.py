@@ -54,3 +54,25 @@ def test_texts_are_not_part_of_a_job_identity() -> None:
     cpu = get_budget("cpu")
     assert cpu.caption_note and replace(cpu, caption_note="", description="").identity() == cpu.identity()
     assert "caption_note" in cpu.to_dict()  # the record keeps it, for the report's caption
+
+
+def test_a_budgets_score_lr_share_is_keyed_only_when_set() -> None:
+    """Budgets without a score-lr share keep the job keys they had before the field existed."""
+    from dataclasses import replace
+
+    cpu = get_budget("cpu")
+    assert cpu.score_lr_share is None and "score_lr_share" not in cpu.identity()
+    assert replace(cpu, score_lr_share=0.2).identity() == {**cpu.identity(), "score_lr_share": 0.2}
+
+
+@pytest.mark.parametrize("backbone", ["nerv", "hnerv"])
+def test_the_study_budget_trains_supermask_scores_at_its_share(backbone: str) -> None:
+    """Long runs take the scores' lr the 2,000-epoch ladder measured best, on either backbone."""
+    from methods.nerv_family.supermask_base import SupermaskConfig
+
+    study, cpu = get_budget("study"), get_budget("cpu")
+    config = SupermaskConfig(backbone=backbone)
+    assert study.score_lr_share is not None
+    assert config.score_lr_at(study) == pytest.approx(study.score_lr_share * study.lr)
+    assert config.score_lr_at(cpu) == pytest.approx((0.2 if backbone == "hnerv" else 0.6) * cpu.lr)
+    assert SupermaskConfig(score_lr=7e-4).score_lr_at(study) == 7e-4  # a method's own setting wins

@@ -74,7 +74,7 @@ class SupermaskConfig:
     alpha_param: str = "direct"  # learned scales: alpha = c * theta ("direct") or c * exp(theta) ("log")
     # Adam with NeRV's schedule; the share follows the budget's lr, so `--lr` moves it too. The sweep's best
     # on NeRV at the short budgets' 5e-3 was 3e-3: the fixed variant needs it low, learned does not mind.
-    score_lr: float | None = None  # None: SCORE_LR_SHARE (SCORE_LR_SHARE_HNERV on HNeRV) x the budget's lr
+    score_lr: float | None = None  # None: the budget's lr x its score_lr_share, else x SCORE_LR_SHARE(_HNERV)
     alpha_lr: float = 1e-1  # learned scales only; relative to c (theta starts at 1, or 0 for "log")
     batch_size: int | None = None  # None: the budget's (cpu: 2, the sweep's best; 4 and 1 were worse)
     epochs: int | None = None  # None: the budget's
@@ -123,10 +123,12 @@ class SupermaskConfig:
     def architecture(self) -> NeRVConfig:
         return architecture_of(self)
 
-    def score_lr_at(self, budget_lr: float) -> float:
-        """The scores' peak learning rate under a budget whose weights train at `budget_lr`."""
+    def score_lr_at(self, budget: Budget) -> float:
+        """The scores' peak learning rate under `budget`: this config's, else the budget's share of its lr."""
         share = SCORE_LR_SHARE_HNERV if self.backbone == "hnerv" else SCORE_LR_SHARE
-        return self.score_lr or share * budget_lr
+        if budget.score_lr_share is not None:
+            share = budget.score_lr_share
+        return self.score_lr or share * budget.lr
 
     def mask_settings(self, scale_mode: str) -> MaskSettings:
         return MaskSettings(self.densities, scale_mode, self.weight_init, self.scale_rule, self.alpha_param)
@@ -286,7 +288,7 @@ class SupermaskMethod(NeRVFamilyMethod):
         self, model: Any, frames: np.ndarray, config: SupermaskConfig, ctx: Context
     ) -> TrainResult:
         """Train the scores (and learned scales) of every masked layer of `model`, the weights untouched."""
-        score_lr = config.score_lr_at(ctx.budget.lr)
+        score_lr = config.score_lr_at(ctx.budget)
         if config.backbone == "hnerv":
             groups = supermask_hnerv.parameter_groups_split(model, self.scale_mode, score_lr, config)
         else:

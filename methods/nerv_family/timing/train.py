@@ -188,7 +188,7 @@ def _suite_train(
         scale_mode = loop.removeprefix("supermask-")
         defaults = SupermaskConfig()
         model = build_generator(perf_arch(size), MaskSettings(scale_mode=scale_mode), 0)
-        lr = defaults.score_lr_at(budget.lr)
+        lr = defaults.score_lr_at(budget)
         groups = parameter_groups(model, scale_mode, lr, defaults.alpha_lr)
     clock = _SyncClock()
     with tempfile.TemporaryDirectory() as tmp:
