@@ -12,7 +12,9 @@ A thresholds file (YAML) holds two lists::
 A claim holds when better - worse >= `min_difference` (which may be positive: an advantage, not just "not
 worse"). With several seeds the per-seed differences of the same seed are paired, and the claim must hold
 for the lower end of their one-sided 95 % interval (mean - t * sd / sqrt(n)), so noise cannot pass for an
-advantage; with one seed the single difference is judged. Every check is printed with its value and bound.
+advantage; with one seed the single difference is judged. Where a folder holds both protocols (`--match
+epochs` and `time`), `match: epochs` or `match: time` says which trained records a claim or bound judges.
+Every check is printed with its value and bound.
 Exit 1 when any falls short, 2 when the file is malformed.
 """
 
@@ -35,10 +37,11 @@ from bench.record import Record
 # is better): every metric a run records (bench.metrics.METRIC_NAMES); FLIP, LPIPS and ST-LPIPS are distances
 LOWER_IS_BETTER = ("flip", "lpips", "stlpips")
 _METRICS = {name.replace("-", "_"): (name, name not in LOWER_IS_BETTER) for name in METRIC_NAMES}
-_BOUND_KEYS = {"method", "sequence", "budget", "target_bpp", "max_bpp_deviation"} | {
+_BOUND_KEYS = {"method", "sequence", "budget", "target_bpp", "max_bpp_deviation", "match"} | {
     f"{'min' if hib else 'max'}_{key}" for key, (_, hib) in _METRICS.items()
 }
-_CLAIM_KEYS = {"better", "worse", "metric", "min_difference", "sequence", "budget", "why"}
+_CLAIM_KEYS = {"better", "worse", "metric", "min_difference", "sequence", "budget", "why", "match"}
+PROTOCOLS = ("epochs", "time")  # `match:` of a bound or claim: which protocol's trained records it judges
 CONFIDENCE = 0.95  # one-sided level of a claim's interval over paired seeds
 _FILE_KEYS = ("bounds", "claims", "notes")
 EXIT_FAIL, EXIT_MALFORMED = 1, 2
@@ -113,18 +116,24 @@ def load_thresholds(path: Path) -> dict[str, list[dict[str, Any]]]:
                     )
                 if not numeric and not isinstance(value, str):
                     raise ThresholdsError(f"{section}[{i}].{key} in '{path}' must be a string, got {value!r}")
+            if "match" in entry and entry["match"] not in PROTOCOLS:
+                raise ThresholdsError(
+                    f"{section}[{i}].match in '{path}' must be one of {', '.join(PROTOCOLS)}, got {entry['match']!r}"
+                )
             if section == "claims" and str(entry["metric"]).replace("-", "_") not in _METRICS:
                 raise ThresholdsError(f"claims[{i}].metric in '{path}' must be one of {', '.join(_METRICS)}")
     return {"bounds": data.get("bounds") or [], "claims": data.get("claims") or []}
 
 
 def _matches(record: Record, method: str, entry: dict[str, Any]) -> bool:
-    """`method` is a label: a plain name matches the method run with its defaults only."""
+    """`method` is a label: a plain name matches the method run with its defaults only. `match` picks a
+    protocol's trained records; codecs (which do not train) match either."""
     return (
         record.label == method
         and record.seq_name == entry["sequence"]
         and record.budget_label == entry["budget"]
         and ("target_bpp" not in entry or abs(record.target_bpp - entry["target_bpp"]) < 1e-9)
+        and ("match" not in entry or record.match in (entry["match"], "n/a"))
     )
 
 
@@ -176,11 +185,27 @@ def _judge_claim(claim: dict[str, Any], records: list[Record]) -> list[CheckRow]
     name, higher_is_better = _METRICS[claim["metric"].replace("-", "_")]
     subject = f"{claim['better']} vs {claim['worse']} / {claim['sequence']} / {claim['budget']}"
     by_rate: dict[float, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    protocols: dict[str, set[str]] = defaultdict(set)
     for side in ("better", "worse"):
         for record in records:
             value = record.mean(name)
             if _matches(record, claim[side], claim) and value is not None:
                 by_rate[record.target_bpp][side][record.seed] = value
+                if record.match != "n/a":
+                    protocols[claim[side]].add(record.match)
+    mixed = sorted(method for method, found in protocols.items() if len(found) > 1)
+    if mixed:  # a seed's equal-epochs and equal-time runs would overwrite each other
+        return [
+            CheckRow(
+                f"claim {name}",
+                subject,
+                None,
+                "records of one protocol",
+                False,
+                f"{mixed[0]} has records of both protocols (--match epochs and time) here: add "
+                f"'match: epochs' or 'match: time' to the claim",
+            )
+        ]
     missing = [claim[side] for side in ("better", "worse") if not any(s[side] for s in by_rate.values())]
     if missing:
         present = sorted({r.label for r in records if r.seq_name == claim["sequence"]})

@@ -116,7 +116,9 @@ def test_malformed_thresholds_exit_2(
 COMMITTED = Path(__file__).parents[1] / "thresholds" / "ci.yaml"
 
 
-def _claim_results(folder: Path, claim: dict, differences: dict[int, float], base: float = 25.0) -> Path:
+def _claim_results(
+    folder: Path, claim: dict, differences: dict[int, float], base: float = 25.0, match: str = "n/a"
+) -> Path:
     """Records of both sides of a claim: the worse method at `base`, the better at base + difference per seed
     (for a lower-is-better metric the better one is lower by it)."""
     from record_factory import make_record
@@ -142,6 +144,7 @@ def _claim_results(folder: Path, claim: dict, differences: dict[int, float], bas
                 bytes=100,
                 bpp=0.3,
                 metrics={"mean": {name: value}},
+                match=match,
             )
             store.write_result(folder, record.key, record, b"x" * 100)
     return folder
@@ -218,3 +221,36 @@ def test_a_claim_about_absent_methods_says_what_is_there(
     )
     code, out = _check(results, path, capsys)
     assert code == 2 and "'margin: m' was 'min_difference: -m'" in out
+
+
+def test_a_claim_over_both_protocols_names_the_one_it_judges(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A seed's equal-epochs and equal-time runs must not overwrite each other in a claim's pairing."""
+    claim = {
+        "better": "a",
+        "worse": "b",
+        "metric": "psnr",
+        "min_difference": 0.3,
+        "sequence": "s",
+        "budget": "study",
+    }
+    results = tmp_path / "both"
+    _claim_results(results, claim, {0: 1.0, 1: 1.1, 2: 0.9}, match="epochs")
+    _claim_results(results, claim, {0: -1.0, 1: -1.1, 2: -0.9}, match="time")  # the order reversed
+    path = tmp_path / "c.yaml"
+    for match, expected in ((None, 1), ("epochs", 0), ("time", 1)):
+        path.write_text(yaml_dump({"claims": [{**claim, **({"match": match} if match else {})}]}))
+        code, out = _check(results, path, capsys)
+        assert code == expected, (match, out)
+        if match is None:
+            assert "a has records of both protocols" in out and "add 'match: epochs' or 'match: time'" in out
+    path.write_text(yaml_dump({"claims": [{**claim, "match": "speed"}]}))
+    code, out = _check(results, path, capsys)
+    assert code == 2 and "match" in out and "must be one of epochs, time, got 'speed'" in out
+
+
+def yaml_dump(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data)
