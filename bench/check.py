@@ -180,10 +180,18 @@ def evaluate(results: Path, thresholds: dict[str, list[dict[str, Any]]]) -> list
     return rows
 
 
-def _judge_claim(claim: dict[str, Any], records: list[Record]) -> list[CheckRow]:
-    """One row per common target rate: the (paired) difference and whether its lower bound clears the claim."""
+@dataclass
+class PairedRate:
+    """One common target rate of a claim: better - worse (sign-flipped for a distance), per shared seed."""
+
+    bpp: float
+    diffs: list[float]
+    how: str  # "paired over seeds 10, 11, 12" or "means, no common seed"
+
+
+def paired_differences(claim: dict[str, Any], records: list[Record]) -> list[PairedRate] | str:
+    """The claim's differences at every rate both sides have, or why there are none (one line)."""
     name, higher_is_better = _METRICS[claim["metric"].replace("-", "_")]
-    subject = f"{claim['better']} vs {claim['worse']} / {claim['sequence']} / {claim['budget']}"
     by_rate: dict[float, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     protocols: dict[str, set[str]] = defaultdict(set)
     for side in ("better", "worse"):
@@ -195,37 +203,22 @@ def _judge_claim(claim: dict[str, Any], records: list[Record]) -> list[CheckRow]
                     protocols[claim[side]].add(record.match)
     mixed = sorted(method for method, found in protocols.items() if len(found) > 1)
     if mixed:  # a seed's equal-epochs and equal-time runs would overwrite each other
-        return [
-            CheckRow(
-                f"claim {name}",
-                subject,
-                None,
-                "records of one protocol",
-                False,
-                f"{mixed[0]} has records of both protocols (--match epochs and time) here: add "
-                f"'match: epochs' or 'match: time' to the claim",
-            )
-        ]
+        return (
+            f"{mixed[0]} has records of both protocols (--match epochs and time) here: add "
+            f"'match: epochs' or 'match: time' to the claim"
+        )
     missing = [claim[side] for side in ("better", "worse") if not any(s[side] for s in by_rate.values())]
     if missing:
         present = sorted({r.label for r in records if r.seq_name == claim["sequence"]})
-        return [
-            CheckRow(
-                f"claim {name}",
-                subject,
-                None,
-                "records of both",
-                False,
-                f"no {name} records of {', '.join(repr(m) for m in missing)} on {claim['sequence']} at budget "
-                f"{claim['budget']}; present there: {', '.join(present) or 'none'}",
-            )
-        ]
-    paired = {bpp: sides for bpp, sides in by_rate.items() if sides["better"] and sides["worse"]}
-    if not paired:
-        return [CheckRow(f"claim {name}", subject, None, "records of both at a common bpp", False)]
-    rows = []
+        return (
+            f"no {name} records of {', '.join(repr(m) for m in missing)} on {claim['sequence']} at budget "
+            f"{claim['budget']}; present there: {', '.join(present) or 'none'}"
+        )
     sign = 1.0 if higher_is_better else -1.0
-    for bpp, sides in sorted(paired.items()):
+    paired = []
+    for bpp, sides in sorted(by_rate.items()):
+        if not (sides["better"] and sides["worse"]):
+            continue
         seeds = sorted(set(sides["better"]) & set(sides["worse"]))
         if seeds:
             diffs = [sign * (sides["better"][s] - sides["worse"][s]) for s in seeds]
@@ -233,16 +226,29 @@ def _judge_claim(claim: dict[str, Any], records: list[Record]) -> list[CheckRow]
         else:  # no common seed: compare the means
             diffs = [sign * (mean(sides["better"].values()) - mean(sides["worse"].values()))]
             how = "means, no common seed"
-        centre, lower = claim_bound(diffs)
-        spread = f"; one-sided {CONFIDENCE:.0%} lower bound {lower:+.3f}" if len(diffs) > 1 else ""
+        paired.append(PairedRate(bpp, diffs, how))
+    return paired or "no common target bpp"
+
+
+def _judge_claim(claim: dict[str, Any], records: list[Record]) -> list[CheckRow]:
+    """One row per common target rate: the (paired) difference and whether its lower bound clears the claim."""
+    name = _METRICS[claim["metric"].replace("-", "_")][0]
+    subject = f"{claim['better']} vs {claim['worse']} / {claim['sequence']} / {claim['budget']}"
+    paired = paired_differences(claim, records)
+    if isinstance(paired, str):
+        return [CheckRow(f"claim {name}", subject, None, "records of both at a common bpp", False, paired)]
+    rows = []
+    for rate in paired:
+        centre, lower = claim_bound(rate.diffs)
+        spread = f"; one-sided {CONFIDENCE:.0%} lower bound {lower:+.3f}" if len(rate.diffs) > 1 else ""
         rows.append(
             CheckRow(
                 f"claim {name}",
-                f"{subject} @ {bpp:g} bpp",
+                f"{subject} @ {rate.bpp:g} bpp",
                 centre,
                 f"better - worse >= {claim['min_difference']:+g}",
                 lower >= claim["min_difference"],
-                f"{how}: mean {centre:+.3f}{spread}",
+                f"{rate.how}: mean {centre:+.3f}{spread}",
             )
         )
     return rows

@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="psnr",
         help="metric of the BD table and an extra RD panel: psnr (default), vmaf, psnr-yuv, xpsnr, ms-ssim, ...",
     )
+    p.add_argument(
+        "--claims",
+        default=None,
+        help="a `bench check` file whose claims get verdicts (default: <results>/claims.yaml if there)",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(

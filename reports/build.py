@@ -19,6 +19,7 @@ from bench.errors import BenchError
 from bench.paths import check_output_file
 from reports import figures
 from reports.bd import bd_rows, choose_anchor
+from reports.claims import claim_verdicts, interval_level, load_claims
 from reports.convergence import convergence, convergence_views
 from reports.gallery import build_galleries
 from reports.points import RECORDED_METRICS, fold_points
@@ -43,6 +44,7 @@ from reports.views import (
 )
 
 ANCHOR = "nerv-dense"
+CLAIMS_FILE = "claims.yaml"  # a results folder's own claims, judged in its report
 LOWER_IS_BETTER = ("flip", "lpips", "stlpips")  # distances (bench.check keeps the same list)
 BD_LABELS = {
     "psnr": "PSNR",
@@ -68,10 +70,17 @@ def render_html(context: dict[str, Any]) -> str:
     return env.get_template("report.html").render(**context)
 
 
-def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR, metric: str = "psnr") -> Path:
+def build_report(
+    results: Path,
+    out: Path | None = None,
+    anchor: str = ANCHOR,
+    metric: str = "psnr",
+    claims: Path | None = None,
+) -> Path:
     """Write report.html (at `out`, default <results>/report.html), summary.md and points.csv beside it.
 
     `metric` is the one the BD table measures and the extra RD panel draws (any metric the records hold).
+    `claims`: a `bench check` file whose claims get verdicts (default: <results>/claims.yaml if there).
     """
     import bench
     from bench.provenance import git_commit
@@ -85,6 +94,9 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR, m
         raise BenchError(
             f"--metric {metric!r} is not a recorded metric: use one of {', '.join(RECORDED_METRICS)}"
         )
+    if claims is None and (results / CLAIMS_FILE).is_file():
+        claims = results / CLAIMS_FILE
+    claim_list = load_claims(Path(claims)) if claims is not None else []
     loaded = store.load_results(results)
     finished, failed = loaded.finished, loaded.failed
 
@@ -144,6 +156,9 @@ def build_report(results: Path, out: Path | None = None, anchor: str = ANCHOR, m
         "galleries": build_galleries(points),
         "convergence_views": convergence_views(points, styles),
         "scaling_views": scaling_views(points, styles),
+        "claims_file": str(claims) if claims is not None else None,
+        "verdicts": claim_verdicts(finished, claim_list),
+        "interval_level": interval_level(),
         "failures": failure_rows(failed, loaded.rejected),
         "provenance": provenance_summary(finished + failed),
         "budgets": budget_rows(finished + failed),
@@ -168,6 +183,7 @@ def report_command(args: Any) -> int:
         out,
         anchor=getattr(args, "anchor", None) or ANCHOR,
         metric=getattr(args, "metric", None) or "psnr",
+        claims=Path(args.claims) if getattr(args, "claims", None) else None,
     )
     print(f"report: {path}")
     print(f"summary: {path.parent / 'summary.md'}")

@@ -243,6 +243,22 @@ def summary_markdown(context: dict[str, Any]) -> str:
                     )
                     lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
         lines += [""] + [f"- {_md(t.text())}" for view in context["scaling_views"] for t in view.trends]
+    if context["verdicts"]:
+        lines += [
+            "",
+            f"## Claims ({_md(context['claims_file'])})",
+            "",
+            f"| claim | budget | protocol | bpp | seeds | mean | {context['interval_level']} interval | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for v in context["verdicts"]:
+            numbers = (
+                ("—", "", "—", "—")
+                if v.mean is None
+                else (f"{v.bpp:g}", v.seeds, f"{v.mean:+.2f}", f"{v.low:+.2f} to {v.high:+.2f}")
+            )
+            cells = (v.claim, v.budget, v.protocol, *numbers, v.verdict)
+            lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
     if context["failures"]:
         lines += [
             "",

@@ -119,35 +119,9 @@ COMMITTED = Path(__file__).parents[1] / "thresholds" / "ci.yaml"
 def _claim_results(
     folder: Path, claim: dict, differences: dict[int, float], base: float = 25.0, match: str = "n/a"
 ) -> Path:
-    """Records of both sides of a claim: the worse method at `base`, the better at base + difference per seed
-    (for a lower-is-better metric the better one is lower by it)."""
-    from record_factory import make_record
+    from record_factory import write_claim_records
 
-    from bench import store
-    from bench.budgets import get_budget
-    from bench.check import _METRICS
-
-    name, higher_is_better = _METRICS[claim["metric"].replace("-", "_")]
-    sign = 1 if higher_is_better else -1
-    for seed, diff in differences.items():
-        for method, value in (
-            (claim["worse"], base + 0.1 * seed),
-            (claim["better"], base + 0.1 * seed + sign * diff),
-        ):
-            record = make_record(
-                method=method,
-                seed=seed,
-                target_bpp=0.3,
-                status="ok",
-                budget=get_budget(claim["budget"]).to_dict(),
-                sequence={"name": claim["sequence"]},
-                bytes=100,
-                bpp=0.3,
-                metrics={"mean": {name: value}},
-                match=match,
-            )
-            store.write_result(folder, record.key, record, b"x" * 100)
-    return folder
+    return write_claim_records(folder, claim, differences, base, match)
 
 
 def _check(results: Path, thresholds: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -1,0 +1,94 @@
+"""Verdicts on a study's claims: holds, does not hold, or cannot tell, from the paired per-seed differences.
+
+A claims file (the `claims:` list of `bench check`, by default `<results>/claims.yaml`) states orderings
+such as "supermask-learned - nerv-dense >= 0". At each rate both methods have, the per-seed differences
+give a mean and a two-sided interval (each end one-sided at the claims' confidence, `bench.check`): the
+claim **holds** when the whole interval clears its minimum difference, **does not hold** when the whole
+interval lies below it, and otherwise the seeds **cannot tell**. A file that also states a claim's reverse
+(for `bench check`, which judges one direction) shows it once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.check import CONFIDENCE, claim_bound, load_thresholds, paired_differences
+from bench.record import Record
+
+HOLDS, FAILS, CANNOT_TELL = "holds", "does not hold", "cannot tell"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim at one rate (or why it has no rate)."""
+
+    claim: str  # "supermask-learned - nerv-dense >= +0 dB (psnr)"
+    why: str  # the file's words for it
+    budget: str
+    protocol: str  # "epochs", "time" or "any"
+    bpp: float | None
+    seeds: str  # how the differences were formed
+    mean: float | None
+    low: float | None
+    high: float | None
+    verdict: str  # HOLDS, FAILS, CANNOT_TELL, or the reason there are no differences
+
+    def text(self) -> str:
+        if self.mean is None:
+            return f"{self.claim} ({self.budget}, {self.protocol}): {self.verdict}"
+        return (
+            f"{self.claim} ({self.budget}, {self.protocol}) at {self.bpp:g} bpp: {self.verdict} "
+            f"(mean {self.mean:+.2f}, interval {self.low:+.2f} to {self.high:+.2f}; {self.seeds})"
+        )
+
+
+def _interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean and the two one-sided bounds (one difference is its own interval)."""
+    centre, low = claim_bound(diffs)
+    return centre, low, centre + (centre - low)
+
+
+def _reverse_key(claim: dict[str, Any]) -> tuple:
+    return (claim["worse"], claim["better"], claim["metric"], claim["sequence"], claim["budget"],
+            claim.get("match"), -claim["min_difference"])  # fmt: skip
+
+
+def _key(claim: dict[str, Any]) -> tuple:
+    return (claim["better"], claim["worse"], claim["metric"], claim["sequence"], claim["budget"],
+            claim.get("match"), claim["min_difference"])  # fmt: skip
+
+
+def claim_verdicts(records: list[Record], claims: list[dict[str, Any]]) -> list[Verdict]:
+    """A verdict per claim and common rate; a claim whose reverse came earlier in the file is skipped."""
+    seen: set[tuple] = set()
+    verdicts = []
+    for claim in claims:
+        if _reverse_key(claim) in seen:
+            continue
+        seen.add(_key(claim))
+        floor = claim["min_difference"]
+        title = f"{claim['better']} - {claim['worse']} >= {floor:+g} ({claim['metric']})"
+        common = dict(why=claim.get("why", ""), budget=claim["budget"], protocol=claim.get("match", "any"))
+        paired = paired_differences(claim, records)
+        if isinstance(paired, str):
+            verdicts.append(Verdict(title, bpp=None, seeds="", mean=None, low=None, high=None, verdict=paired,
+                                    **common))  # fmt: skip
+            continue
+        for rate in paired:
+            centre, low, high = _interval(rate.diffs)
+            verdict = HOLDS if low >= floor else FAILS if high < floor else CANNOT_TELL
+            verdicts.append(Verdict(title, bpp=rate.bpp, seeds=rate.how, mean=centre, low=low, high=high,
+                                    verdict=verdict, **common))  # fmt: skip
+    return verdicts
+
+
+def load_claims(path: Path) -> list[dict[str, Any]]:
+    """The claims of a `bench check` file (bounds in it are ignored here)."""
+    return load_thresholds(path)["claims"]
+
+
+def interval_level() -> str:
+    """The two-sided level of a verdict's interval: "90 %" for one-sided 95 % ends."""
+    return f"{2 * CONFIDENCE - 1:.0%}".replace("%", " %")
