@@ -12,7 +12,8 @@ A thresholds file (YAML) holds two lists::
 A claim holds when better - worse >= `min_difference` (which may be positive: an advantage, not just "not
 worse"). With several seeds the per-seed differences of the same seed are paired, and the claim must hold
 for the lower end of their one-sided 95 % interval (mean - t * sd / sqrt(n)), so noise cannot pass for an
-advantage; with one seed the single difference is judged. Where a folder holds both protocols (`--match
+advantage; with one seed the single difference is judged, and a method's seeds against a codec's one record give
+the interval of the method's spread. Where a folder holds both protocols (`--match
 epochs` and `time`), `match: epochs` or `match: time` says which trained records a claim or bound judges.
 Every check is printed with its value and bound.
 Exit 1 when any falls short, 2 when the file is malformed.
@@ -210,9 +211,10 @@ def paired_differences(claim: dict[str, Any], records: list[Record]) -> list[Pai
     missing = [claim[side] for side in ("better", "worse") if not any(s[side] for s in by_rate.values())]
     if missing:
         present = sorted({r.label for r in records if r.seq_name == claim["sequence"]})
+        protocol = f" with --match {claim['match']}" if "match" in claim else ""
         return (
             f"no {name} records of {', '.join(repr(m) for m in missing)} on {claim['sequence']} at budget "
-            f"{claim['budget']}; present there: {', '.join(present) or 'none'}"
+            f"{claim['budget']}{protocol}; present there: {', '.join(present) or 'none'}"
         )
     sign = 1.0 if higher_is_better else -1.0
     paired = []
@@ -220,9 +222,16 @@ def paired_differences(claim: dict[str, Any], records: list[Record]) -> list[Pai
         if not (sides["better"] and sides["worse"]):
             continue
         seeds = sorted(set(sides["better"]) & set(sides["worse"]))
+        single = [side for side in ("better", "worse") if len(sides[side]) == 1]
         if seeds:
             diffs = [sign * (sides["better"][s] - sides["worse"][s]) for s in seeds]
             how = f"paired over seeds {', '.join(map(str, seeds))}"
+        elif single:  # one record on one side (a deterministic codec): the other side's seeds against it
+            only = single[0]
+            other = "worse" if only == "better" else "better"
+            (fixed,) = sides[only].values()
+            diffs = [sign * (v - fixed if other == "better" else fixed - v) for v in sides[other].values()]
+            how = f"seeds {', '.join(map(str, sorted(sides[other])))} against {claim[only]}'s one record"
         else:  # no common seed: compare the means
             diffs = [sign * (mean(sides["better"].values()) - mean(sides["worse"].values()))]
             how = "means, no common seed"

@@ -88,3 +88,13 @@ def test_the_report_judges_the_folders_claims(tmp_path: Path, capsys: pytest.Cap
     assert main(["report", "--results", str(results), "--claims", str(other)]) == 0
     rows = [line for line in (results / "summary.md").read_text().splitlines() if line.startswith("| b - a")]
     assert len(rows) == 1 and rows[0].endswith("| holds |")
+
+
+def test_a_deterministic_anchor_meets_each_seed_of_the_method(tmp_path: Path) -> None:
+    """A codec's one record (seed 0) against a method's seeds 10-12: the method's spread gives the interval."""
+    write_claim_records(tmp_path, {**CLAIM, "worse": "unused"}, {10: 1.0, 11: 1.2, 12: 0.8})
+    write_claim_records(tmp_path, {**CLAIM, "better": "unused-too"}, {0: 0.0})  # b: one record, 25.0 dB
+    (verdict,) = _verdicts(tmp_path, [CLAIM])
+    assert verdict.seeds == "seeds 10, 11, 12 against b's one record"
+    assert verdict.mean == pytest.approx(2.1) and verdict.low < 2.0 < 2.3 < verdict.high
+    assert verdict.verdict == HOLDS
