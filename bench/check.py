@@ -12,9 +12,9 @@ A thresholds file (YAML) holds two lists::
 A claim holds when better - worse >= `min_difference` (which may be positive: an advantage, not just "not
 worse"). With several seeds the per-seed differences of the same seed are paired, and the claim must hold
 for the lower end of their one-sided 95 % interval (mean - t * sd / sqrt(n)), so noise cannot pass for an
-advantage; with one seed the single difference is judged, and a method's seeds against a codec's one record give
-the interval of the method's spread. Where a folder holds both protocols (`--match
-epochs` and `time`), `match: epochs` or `match: time` says which trained records a claim or bound judges.
+advantage; with one seed the single difference is judged, and a method's seeds against a codec's one record
+give the interval of the method's spread. Where a folder holds both protocols (`--match epochs` and
+`time`), `match: epochs` or `match: time` says which trained records a claim or bound judges.
 Every check is printed with its value and bound.
 Exit 1 when any falls short, 2 when the file is malformed.
 """
