@@ -50,14 +50,11 @@ def _interval(diffs: list[float]) -> tuple[float, float, float]:
     return centre, low, centre + (centre - low)
 
 
-def _reverse_key(claim: dict[str, Any]) -> tuple:
-    return (claim["worse"], claim["better"], claim["metric"], claim["sequence"], claim["budget"],
-            claim.get("match"), -claim["min_difference"])  # fmt: skip
-
-
-def _key(claim: dict[str, Any]) -> tuple:
-    return (claim["better"], claim["worse"], claim["metric"], claim["sequence"], claim["budget"],
-            claim.get("match"), claim["min_difference"])  # fmt: skip
+def _key(claim: dict[str, Any], reverse: bool = False) -> tuple:
+    """What identifies a claim; `reverse`: the claim's reverse (worse - better >= -min_difference)."""
+    sides = (claim["worse"], claim["better"]) if reverse else (claim["better"], claim["worse"])
+    floor = -claim["min_difference"] if reverse else claim["min_difference"]
+    return (*sides, claim["metric"], claim["sequence"], claim["budget"], claim.get("match"), floor)
 
 
 def claim_verdicts(records: list[Record], claims: list[dict[str, Any]]) -> list[Verdict]:
@@ -65,22 +62,30 @@ def claim_verdicts(records: list[Record], claims: list[dict[str, Any]]) -> list[
     seen: set[tuple] = set()
     verdicts = []
     for claim in claims:
-        if _reverse_key(claim) in seen:
+        if _key(claim, reverse=True) in seen:
             continue
         seen.add(_key(claim))
         floor = claim["min_difference"]
-        title = f"{claim['better']} - {claim['worse']} >= {floor:+g} ({claim['metric']})"
-        common = dict(why=claim.get("why", ""), budget=claim["budget"], protocol=claim.get("match", "any"))
+        common = {
+            "claim": f"{claim['better']} - {claim['worse']} >= {floor:+g} ({claim['metric']})",
+            "why": claim.get("why", ""),
+            "budget": claim["budget"],
+            "protocol": claim.get("match", "any"),
+        }
         paired = paired_differences(claim, records)
         if isinstance(paired, str):
-            verdicts.append(Verdict(title, bpp=None, seeds="", mean=None, low=None, high=None, verdict=paired,
-                                    **common))  # fmt: skip
+            verdicts.append(
+                Verdict(**common, bpp=None, seeds="", mean=None, low=None, high=None, verdict=paired)
+            )
             continue
         for rate in paired:
             centre, low, high = _interval(rate.diffs)
             verdict = HOLDS if low >= floor else FAILS if high < floor else CANNOT_TELL
-            verdicts.append(Verdict(title, bpp=rate.bpp, seeds=rate.how, mean=centre, low=low, high=high,
-                                    verdict=verdict, **common))  # fmt: skip
+            verdicts.append(
+                Verdict(
+                    **common, bpp=rate.bpp, seeds=rate.how, mean=centre, low=low, high=high, verdict=verdict
+                )
+            )
     return verdicts
 
 

@@ -98,3 +98,17 @@ def test_a_deterministic_anchor_meets_each_seed_of_the_method(tmp_path: Path) ->
     assert verdict.seeds == "seeds 10, 11, 12 against b's one record"
     assert verdict.mean == pytest.approx(2.1) and verdict.low < 2.0 < 2.3 < verdict.high
     assert verdict.verdict == HOLDS
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "docs" / "study_records").glob("*/claims.yaml"))
+)
+def test_the_studies_claims_files_load_and_name_real_methods(path: Path) -> None:
+    from bench import registry
+    from reports.claims import load_claims
+
+    claims = load_claims(path)
+    assert claims
+    for claim in claims:
+        for side in ("better", "worse"):
+            assert claim[side].split("[")[0] in registry.names(), (path, claim[side])
