@@ -210,7 +210,13 @@ def paired_differences(claim: dict[str, Any], records: list[Record]) -> list[Pai
         )
     missing = [claim[side] for side in ("better", "worse") if not any(s[side] for s in by_rate.values())]
     if missing:
-        present = sorted({r.label for r in records if r.seq_name == claim["sequence"]})
+        present = sorted(
+            {
+                r.label
+                for r in records
+                if r.seq_name == claim["sequence"] and r.budget_label == claim["budget"]
+            }
+        )
         protocol = f" with --match {claim['match']}" if "match" in claim else ""
         return (
             f"no {name} records of {', '.join(repr(m) for m in missing)} on {claim['sequence']} at budget "
