@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 from bench.errors import ConfigError
+from bench.unkeyed import keyed_fields
 
 
 @dataclass(frozen=True)
@@ -42,19 +43,15 @@ class Budget:
     score_lr_share: float | None = None
 
     # fields added after job keys existed: left out of a job's identity while they hold their default
-    UNKEYED_DEFAULTS: ClassVar[dict[str, object]] = {"score_lr_share": None}
+    UNKEYED_DEFAULTS: ClassVar[tuple[str, ...]] = ("score_lr_share",)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def identity(self) -> dict:
         """The fields a result depends on: not the ladder (it picks jobs) nor the texts that describe them."""
-        return {
-            k: v
-            for k, v in self.to_dict().items()
-            if k not in ("bpp_ladder", "description", "caption_note")
-            and not (k in self.UNKEYED_DEFAULTS and v == self.UNKEYED_DEFAULTS[k])
-        }
+        not_identity = ("bpp_ladder", "description", "caption_note")
+        return {k: v for k, v in keyed_fields(self).items() if k not in not_identity}
 
 
 CPU_NOTE = (

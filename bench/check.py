@@ -228,16 +228,18 @@ def paired_differences(claim: dict[str, Any], records: list[Record]) -> list[Pai
         if not (sides["better"] and sides["worse"]):
             continue
         seeds = sorted(set(sides["better"]) & set(sides["worse"]))
-        single = [side for side in ("better", "worse") if len(sides[side]) == 1]
+        better, worse = sides["better"], sides["worse"]
         if seeds:
-            diffs = [sign * (sides["better"][s] - sides["worse"][s]) for s in seeds]
+            diffs = [sign * (better[s] - worse[s]) for s in seeds]
             how = f"paired over seeds {', '.join(map(str, seeds))}"
-        elif single:  # one record on one side (a deterministic codec): the other side's seeds against it
-            only = single[0]
-            other = "worse" if only == "better" else "better"
-            (fixed,) = sides[only].values()
-            diffs = [sign * (v - fixed if other == "better" else fixed - v) for v in sides[other].values()]
-            how = f"seeds {', '.join(map(str, sorted(sides[other])))} against {claim[only]}'s one record"
+        elif len(worse) == 1:  # a deterministic codec's one record: the other side's seeds against it
+            (fixed,) = worse.values()
+            diffs = [sign * (v - fixed) for v in better.values()]
+            how = f"seeds {', '.join(map(str, sorted(better)))} against {claim['worse']}'s one record"
+        elif len(better) == 1:
+            (fixed,) = better.values()
+            diffs = [sign * (fixed - v) for v in worse.values()]
+            how = f"seeds {', '.join(map(str, sorted(worse)))} against {claim['better']}'s one record"
         else:  # no common seed: compare the means
             diffs = [sign * (mean(sides["better"].values()) - mean(sides["worse"].values()))]
             how = "means, no common seed"
@@ -278,6 +280,12 @@ def claim_bound(diffs: list[float]) -> tuple[float, float]:
 
     t = float(stats.t.ppf(CONFIDENCE, len(diffs) - 1))
     return centre, centre - t * stdev(diffs) / math.sqrt(len(diffs))
+
+
+def claim_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): both ends one-sided at CONFIDENCE, a two-sided interval of 2 CONFIDENCE - 1."""
+    centre, low = claim_bound(diffs)
+    return centre, low, 2 * centre - low
 
 
 def format_rows(rows: list[CheckRow]) -> str:

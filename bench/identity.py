@@ -15,6 +15,7 @@ from bench import registry
 from bench.budgets import Budget, budget_label, get_budget, with_overrides
 from bench.params import build_config, variant_label
 from bench.record import job_key
+from bench.unkeyed import keyed_fields
 
 __all__ = ["InputIdentity", "JobSpec", "PlannedJob", "hyper_identity", "job_identity", "job_key"]
 
@@ -78,15 +79,8 @@ class InputIdentity:
 
 def hyper_identity(config: Any) -> dict[str, Any]:
     """The hyper-parameters a key hashes: every field of the config, but those its class lists in
-    ``UNKEYED_DEFAULTS`` while they hold their default. A field added to a method keeps every earlier key
-    (its default's above all) valid that way, without a version bump that would orphan every record."""
-    hyper = dataclasses.asdict(config)
-    for f in dataclasses.fields(config):
-        if f.name in getattr(type(config), "UNKEYED_DEFAULTS", ()):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-            if getattr(config, f.name) == default:
-                del hyper[f.name]
-    return hyper
+    ``UNKEYED_DEFAULTS`` while they hold their default (`bench.unkeyed`)."""
+    return keyed_fields(config)
 
 
 def job_identity(spec: JobSpec, seq_checksum: str, source: InputIdentity) -> dict[str, Any]:

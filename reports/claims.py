@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.check import CONFIDENCE, claim_bound, load_thresholds, paired_differences
+from bench.check import CONFIDENCE, claim_interval, load_thresholds, paired_differences
 from bench.record import Record
 
 HOLDS, FAILS, CANNOT_TELL = "holds", "does not hold", "cannot tell"
@@ -24,7 +24,7 @@ HOLDS, FAILS, CANNOT_TELL = "holds", "does not hold", "cannot tell"
 class Verdict:
     """One claim at one rate (or why it has no rate)."""
 
-    claim: str  # "supermask-learned - nerv-dense >= +0 dB (psnr)"
+    claim: str  # "supermask-learned - nerv-dense >= +0 (psnr)"
     why: str  # the file's words for it
     budget: str
     protocol: str  # "epochs", "time" or "any"
@@ -34,20 +34,6 @@ class Verdict:
     low: float | None
     high: float | None
     verdict: str  # HOLDS, FAILS, CANNOT_TELL, or the reason there are no differences
-
-    def text(self) -> str:
-        if self.mean is None:
-            return f"{self.claim} ({self.budget}, {self.protocol}): {self.verdict}"
-        return (
-            f"{self.claim} ({self.budget}, {self.protocol}) at {self.bpp:g} bpp: {self.verdict} "
-            f"(mean {self.mean:+.2f}, interval {self.low:+.2f} to {self.high:+.2f}; {self.seeds})"
-        )
-
-
-def _interval(diffs: list[float]) -> tuple[float, float, float]:
-    """Mean and the two one-sided bounds (one difference is its own interval)."""
-    centre, low = claim_bound(diffs)
-    return centre, low, centre + (centre - low)
 
 
 def _key(claim: dict[str, Any], reverse: bool = False) -> tuple:
@@ -79,7 +65,7 @@ def claim_verdicts(records: list[Record], claims: list[dict[str, Any]]) -> list[
             )
             continue
         for rate in paired:
-            centre, low, high = _interval(rate.diffs)
+            centre, low, high = claim_interval(rate.diffs)
             verdict = HOLDS if low >= floor else FAILS if high < floor else CANNOT_TELL
             verdicts.append(
                 Verdict(

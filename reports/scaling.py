@@ -3,7 +3,7 @@
 At a fixed bpp a larger clip gets a larger network, so runs that differ only in the clip's size
 (`--resize 72x128,144x256,180x320`) at the same sequence, rate, epochs and protocol form a family. At every
 size where a method and the anchor (nerv-dense) share seeds, their per-seed PSNR differences give a mean
-and a two-sided interval (the claims' t interval, `bench.check.claim_bound`). A least-squares line through
+and a two-sided interval (the claims' t interval, `bench.check.claim_interval`). A least-squares line through
 all the paired differences against log10(weights) then says how the gap moves per decade of weights,
 with its interval: narrows, widens, or no trend these sizes can tell. A size where the anchor itself scores
 below the still frame (the floor, when its records are there) measures a network too small to model the
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.check import CONFIDENCE, claim_bound
+from bench.check import CONFIDENCE, claim_interval
 from reports import figures
 from reports.points import Point
 
@@ -154,7 +154,7 @@ def gap_trends(
                 if not seeds:
                     continue
                 diffs = [mine[s] - theirs[s] for s in seeds]
-                centre, low = claim_bound(diffs)
+                centre, low, high = claim_interval(diffs)
                 floor = floors.get((family[0], family[2], size))
                 below = floor is not None and float(np.mean([theirs[s] for s in seeds])) < floor
                 gaps.append(
@@ -164,7 +164,7 @@ def gap_trends(
                         tuple(seeds),
                         centre,
                         low,
-                        2 * centre - low,
+                        high,
                         below,
                     )
                 )

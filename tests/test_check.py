@@ -5,11 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from plugin_methods import installed_plugin
+from record_factory import write_claim_records
 
 from bench.cli import main
 
 SMOKE = ["--budget", "smoke", "--seq", "bunny", "--bpp", "0.5"]
+AB_CLAIM = {
+    "better": "a",
+    "worse": "b",
+    "metric": "psnr",
+    "min_difference": 0.3,
+    "sequence": "s",
+    "budget": "smoke",
+}
 THRESHOLDS = """
 bounds:
   - {method: x264, sequence: bunny, budget: smoke, min_psnr: %(psnr)s, min_ms_ssim: 0.9, max_flip: 0.2,
@@ -116,14 +126,6 @@ def test_malformed_thresholds_exit_2(
 COMMITTED = Path(__file__).parents[1] / "thresholds" / "ci.yaml"
 
 
-def _claim_results(
-    folder: Path, claim: dict, differences: dict[int, float], base: float = 25.0, match: str = "n/a"
-) -> Path:
-    from record_factory import write_claim_records
-
-    return write_claim_records(folder, claim, differences, base, match)
-
-
 def _check(results: Path, thresholds: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     capsys.readouterr()
     code = main(["check", "--results", str(results), "--thresholds", str(thresholds)])
@@ -133,8 +135,6 @@ def _check(results: Path, thresholds: Path, capsys: pytest.CaptureFixture[str]) 
 def test_each_committed_claim_fails_on_zero_and_reversed_advantages(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import yaml
-
     claims = yaml.safe_load(COMMITTED.read_text())["claims"]
     assert claims and all(c["min_difference"] > 0 for c in claims)  # each claims an advantage, not a tie
     for i, claim in enumerate(claims):
@@ -149,41 +149,31 @@ def test_each_committed_claim_fails_on_zero_and_reversed_advantages(
             "zero over seeds": ({0: 0.1, 1: -0.1, 2: 0.0}, 1),
         }
         for case, (differences, expected) in cases.items():
-            results = _claim_results(tmp_path / f"{i}-{case.replace(' ', '-')}", claim, differences)
+            results = write_claim_records(tmp_path / f"{i}-{case.replace(' ', '-')}", claim, differences)
             code, out = _check(results, only, capsys)
             assert code == expected, (claim, case, out)
 
 
 def test_a_noisy_advantage_does_not_pass_for_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    claim = {
-        "better": "a",
-        "worse": "b",
-        "metric": "psnr",
-        "min_difference": 0.3,
-        "sequence": "s",
-        "budget": "smoke",
-    }
+    claim = AB_CLAIM
     path = tmp_path / "c.yaml"
     path.write_text(f"claims:\n  - {claim}\n".replace("'", ""))
     # mean +0.5 dB, above the claim, but the paired seeds spread from -0.5 to +1.5: cannot tell
-    code, out = _check(_claim_results(tmp_path / "noisy", claim, {0: -0.5, 1: 0.5, 2: 1.5}), path, capsys)
+    code, out = _check(
+        write_claim_records(tmp_path / "noisy", claim, {0: -0.5, 1: 0.5, 2: 1.5}), path, capsys
+    )
     assert code == 1 and "mean +0.500; one-sided 95% lower bound" in out
-    code, out = _check(_claim_results(tmp_path / "clear", claim, {0: 0.45, 1: 0.5, 2: 0.55}), path, capsys)
+    code, out = _check(
+        write_claim_records(tmp_path / "clear", claim, {0: 0.45, 1: 0.5, 2: 0.55}), path, capsys
+    )
     assert code == 0 and "paired over seeds 0, 1, 2" in out
 
 
 def test_a_claim_about_absent_methods_says_what_is_there(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    claim = {
-        "better": "a",
-        "worse": "b",
-        "metric": "psnr",
-        "min_difference": 0.3,
-        "sequence": "s",
-        "budget": "smoke",
-    }
-    results = _claim_results(tmp_path / "r", claim, {0: 1.0})
+    claim = AB_CLAIM
+    results = write_claim_records(tmp_path / "r", claim, {0: 1.0})
     path = tmp_path / "c.yaml"
     path.write_text(
         "claims:\n  - {better: a, worse: zz, metric: psnr, min_difference: 0.3, sequence: s, budget: smoke}\n"
@@ -201,30 +191,17 @@ def test_a_claim_over_both_protocols_names_the_one_it_judges(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A seed's equal-epochs and equal-time runs must not overwrite each other in a claim's pairing."""
-    claim = {
-        "better": "a",
-        "worse": "b",
-        "metric": "psnr",
-        "min_difference": 0.3,
-        "sequence": "s",
-        "budget": "study",
-    }
+    claim = {**AB_CLAIM, "budget": "study"}
     results = tmp_path / "both"
-    _claim_results(results, claim, {0: 1.0, 1: 1.1, 2: 0.9}, match="epochs")
-    _claim_results(results, claim, {0: -1.0, 1: -1.1, 2: -0.9}, match="time")  # the order reversed
+    write_claim_records(results, claim, {0: 1.0, 1: 1.1, 2: 0.9}, match="epochs")
+    write_claim_records(results, claim, {0: -1.0, 1: -1.1, 2: -0.9}, match="time")  # the order reversed
     path = tmp_path / "c.yaml"
     for match, expected in ((None, 1), ("epochs", 0), ("time", 1)):
-        path.write_text(yaml_dump({"claims": [{**claim, **({"match": match} if match else {})}]}))
+        path.write_text(yaml.safe_dump({"claims": [{**claim, **({"match": match} if match else {})}]}))
         code, out = _check(results, path, capsys)
         assert code == expected, (match, out)
         if match is None:
             assert "a has records of both protocols" in out and "add 'match: epochs' or 'match: time'" in out
-    path.write_text(yaml_dump({"claims": [{**claim, "match": "speed"}]}))
+    path.write_text(yaml.safe_dump({"claims": [{**claim, "match": "speed"}]}))
     code, out = _check(results, path, capsys)
     assert code == 2 and "match" in out and "must be one of epochs, time, got 'speed'" in out
-
-
-def yaml_dump(data: dict) -> str:
-    import yaml
-
-    return yaml.safe_dump(data)
