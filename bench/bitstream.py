@@ -7,7 +7,9 @@ Layout (all integers little-endian)::
     then per section: key_len u8 | key | payload_len u32 | crc32(key, payload_len, payload) u32 | payload
 
 Every byte is covered by a checksum or by a length that is checked, so a flipped, missing or extra byte
-is refused with a `BitstreamError` naming what is wrong. The container never unpickles anything.
+is refused with a `BitstreamError` naming what is wrong. The section count is the one field outside both
+(it follows the header's checksum), so a stream must hold at least one section: a stream cut after its
+header and given a count of zero is then refused rather than read as an empty stream. The container never unpickles anything.
 The size breakdown is read off the bytes: the framing is charged to ``container``, the JSON to ``header``
 and each payload to its section name, so the parts sum to ``8 * len(data)``.
 """
@@ -89,8 +91,8 @@ def pack(method: str, version: str, header: dict[str, Any], sections: dict[str, 
         raise ValueError(f"header of {len(header_json)} bytes exceeds {MAX_HEADER_BYTES}")
     head += struct.pack("<I", len(header_json)) + header_json
     head += struct.pack("<I", zlib.crc32(head))
-    if len(sections) > MAX_SECTIONS:
-        raise ValueError(f"{len(sections)} sections exceed {MAX_SECTIONS}")
+    if not 0 < len(sections) <= MAX_SECTIONS:
+        raise ValueError(f"a stream holds 1..{MAX_SECTIONS} sections, got {len(sections)}")
     head += struct.pack("<H", len(sections))
     out = bytearray(head)
     for key, payload in sections.items():
@@ -156,6 +158,10 @@ def _parse(data: bytes) -> tuple[Stream, dict[str, int]]:
     (n_sections,) = struct.unpack("<H", r.take(2, "section count"))
     if n_sections > MAX_SECTIONS:
         raise BitstreamError(f"stream is corrupt: {n_sections} sections exceed {MAX_SECTIONS}")
+    if n_sections == 0:
+        raise BitstreamError(
+            "stream is corrupt: it holds no sections (cut after its header?); re-encode or re-copy it"
+        )
     bits = {"container": 8 * (r.pos - header_len), "header": 8 * header_len}
     sections: dict[str, bytes] = {}
     for _ in range(n_sections):

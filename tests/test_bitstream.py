@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bench import bitstream
@@ -81,5 +81,17 @@ def test_random_bytes_end_in_our_error(data: bytes) -> None:
 @given(st.binary(max_size=64), st.integers(min_value=0, max_value=10_000))
 def test_random_tails_after_valid_prefix(tail: bytes, cut: int) -> None:
     valid = bitstream.pack("demo", "1", {"a": 1}, {"s": b"xyz"})
+    damaged = valid[: cut % len(valid)] + tail
+    assume(damaged != valid)  # a tail that restores the cut bytes gives back the valid stream
     with pytest.raises(BitstreamError):
-        bitstream.unpack(valid[: cut % len(valid)] + tail if tail else valid[: cut % len(valid)])
+        bitstream.unpack(damaged)
+
+
+def test_a_stream_cut_after_its_header_with_a_zero_count_is_refused() -> None:
+    """The section count follows the header's checksum: zero sections is what such a forgery reads as."""
+    valid = bitstream.pack("demo", "1", {"a": 1}, {"s": b"xyz"})
+    after_header = len(valid) - len(b"xyz") - (1 + 1 + 4 + 4) - 2
+    with pytest.raises(BitstreamError, match="no sections"):
+        bitstream.unpack(valid[:after_header] + b"\x00\x00")
+    with pytest.raises(ValueError, match="1..1024 sections"):
+        bitstream.pack("demo", "1", {"a": 1}, {})
