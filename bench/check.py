@@ -187,19 +187,22 @@ class PairedRate:
 
     bpp: float
     diffs: list[float]
-    how: str  # "paired over seeds 10, 11, 12" or "means, no common seed"
+    how: str  # "paired over seeds 10, 11, 12" or "means, no common seed", and the precisions if mixed
 
 
 def paired_differences(claim: dict[str, Any], records: list[Record]) -> list[PairedRate] | str:
     """The claim's differences at every rate both sides have, or why there are none (one line)."""
     name, higher_is_better = _METRICS[claim["metric"].replace("-", "_")]
     by_rate: dict[float, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    precisions: dict[float, set[str]] = defaultdict(set)
     protocols: dict[str, set[str]] = defaultdict(set)
     for side in ("better", "worse"):
         for record in records:
             value = record.mean(name)
             if _matches(record, claim[side], claim) and value is not None:
                 by_rate[record.target_bpp][side][record.seed] = value
+                if isinstance(record.stats.get("precision"), str):
+                    precisions[record.target_bpp].add(record.stats["precision"])
                 if record.match != "n/a":
                     protocols[claim[side]].add(record.match)
     mixed = sorted(method for method, found in protocols.items() if len(found) > 1)
@@ -243,6 +246,8 @@ def paired_differences(claim: dict[str, Any], records: list[Record]) -> list[Pai
         else:  # no common seed: compare the means
             diffs = [sign * (mean(sides["better"].values()) - mean(sides["worse"].values()))]
             how = "means, no common seed"
+        if len(precisions[bpp]) > 1:  # e.g. runs resumed on a machine without native bf16
+            how += f"; trained in {' and '.join(sorted(precisions[bpp]))}"
         paired.append(PairedRate(bpp, diffs, how))
     return paired or "no common target bpp"
 

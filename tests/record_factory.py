@@ -31,9 +31,10 @@ def write_claim_records(
     base: float = 25.0,
     match: str = "n/a",
     bpp: float = 0.3,
+    precision: dict[str, str] | None = None,
 ) -> Path:
     """Records of both sides of a claim: the worse method at `base`, the better at base + difference per seed
-    (for a lower-is-better metric the better one is lower by it)."""
+    (for a lower-is-better metric the better one is lower by it); `precision`: method -> what it trained in."""
     from bench import store
     from bench.budgets import get_budget
     from bench.check import _METRICS
@@ -56,6 +57,7 @@ def write_claim_records(
                 bpp=bpp,
                 metrics={"mean": {name: value}},
                 match=match,
+                stats={"precision": precision[method]} if precision and method in precision else {},
             )
             store.write_result(folder, record.key, record, b"x" * 100)
     return folder

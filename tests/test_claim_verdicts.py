@@ -41,6 +41,17 @@ def test_a_verdict_follows_the_interval(tmp_path: Path, differences: dict, expec
     assert verdict.seeds == "paired over seeds 10, 11, 12"
 
 
+def test_a_rate_whose_records_trained_in_two_precisions_says_so(tmp_path: Path) -> None:
+    same = write_claim_records(
+        tmp_path / "same", CLAIM, {10: 1.0, 11: 1.1}, precision={"a": "fp32", "b": "fp32"}
+    )
+    assert _verdicts(same, [CLAIM])[0].seeds == "paired over seeds 10, 11"
+    mixed = write_claim_records(
+        tmp_path / "mixed", CLAIM, {10: 1.0, 11: 1.1}, precision={"a": "fp32", "b": "bf16"}
+    )
+    assert _verdicts(mixed, [CLAIM])[0].seeds == "paired over seeds 10, 11; trained in bf16 and fp32"
+
+
 def test_a_positive_minimum_difference_needs_the_whole_interval_above_it(tmp_path: Path) -> None:
     results = write_claim_records(tmp_path, CLAIM, {10: 0.45, 11: 0.5, 12: 0.55})
     assert [v.verdict for v in _verdicts(results, [{**CLAIM, "min_difference": 0.3}])] == [HOLDS]
